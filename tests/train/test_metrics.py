@@ -1,0 +1,189 @@
+"""Image and pixel metrics against hand-worked answers and scikit-learn."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from defectlens.errors import InputError
+from defectlens.train.metrics import aupro, auroc, auroc_ci, confusion_at, pixel_auroc, roc_curve
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "expected"),
+    [
+        # one of four good-defective pairs is ordered wrong (0.4 > 0.35)
+        ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),
+        ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], 1.0),
+        ([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1], 0.0),
+        # every pair tied: each counts one half
+        ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),
+        # pairs (good 0.2, bad 0.2) tie, the other three are right: (3 + 0.5) / 4
+        ([0, 0, 1, 1], [0.1, 0.2, 0.2, 0.9], 0.875),
+        ([False, True], [3.0, 7.0], 1.0),
+    ],
+)
+def test_auroc_hand_computed(labels: list[int], scores: list[float], expected: float) -> None:
+    assert auroc(labels, scores) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_and_roc_curve_match_sklearn_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 300)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.random(300) + 0.4 * labels, 1)  # coarse: many ties
+    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert thresholds[0] == np.inf
+    assert np.all(np.diff(thresholds) < 0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "message"),
+    [
+        ([0, 0, 0], [0.1, 0.2, 0.3], "only good"),
+        ([1, 1], [0.1, 0.2], "only defective"),
+        ([0, 1], [0.1], "same length"),
+        ([0, 2], [0.1, 0.2], "0 \\(good\\) or 1"),
+        ([0, 1], [0.1, float("nan")], "NaN"),
+        ([], [], "empty"),
+    ],
+)
+def test_auroc_rejects_unusable_input(labels: list[int], scores: list[float], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        auroc(labels, scores)
+
+
+def test_auroc_ci_brackets_the_estimate_and_is_reproducible() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(120, int), np.ones(40, int)]
+    scores = rng.normal(size=160) + 1.2 * labels
+    lo, hi = auroc_ci(labels, scores, n_boot=500, seed=7)
+    assert 0.0 <= lo < auroc(labels, scores) < hi <= 1.0
+    assert (lo, hi) == auroc_ci(labels, scores, n_boot=500, seed=7)
+    narrow = auroc_ci(labels, scores, n_boot=500, seed=7, level=0.5)
+    assert lo < narrow[0] < narrow[1] < hi
+
+
+def test_auroc_ci_of_separable_data_is_a_point() -> None:
+    assert auroc_ci([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.8, 0.9], n_boot=200) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("n_boot", "level"), [(0, 0.95), (100, 1.0), (100, 0.0)])
+def test_auroc_ci_rejects_bad_options(n_boot: int, level: float) -> None:
+    with pytest.raises(InputError):
+        auroc_ci([0, 1], [0.1, 0.9], n_boot=n_boot, level=level)
+
+
+def test_confusion_worked_by_hand() -> None:
+    # scores >= 0.5 are NG: good 0.6 is a false reject, defective 0.4 an escape
+    labels = [0, 0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.6, 0.4, 0.5, 0.9]
+    table = confusion_at(labels, scores, 0.5)
+    assert table == {
+        "tp": 2,
+        "fp": 1,
+        "tn": 3,
+        "fn": 1,
+        "escape_rate": pytest.approx(1 / 3),
+        "false_reject_rate": pytest.approx(1 / 4),
+        "precision": pytest.approx(2 / 3),
+        "recall": pytest.approx(2 / 3),
+        "f1": pytest.approx(2 / 3),
+        "accuracy": pytest.approx(5 / 7),
+    }
+
+
+def test_confusion_rates_without_a_denominator_are_none() -> None:
+    table = confusion_at([0, 0], [0.1, 0.2], 0.5)  # no defective parts, nothing rejected
+    assert table["escape_rate"] is None
+    assert table["recall"] is None
+    assert table["precision"] is None
+    assert table["false_reject_rate"] == 0.0
+    assert table["f1"] is None
+    assert table["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pixel_auroc_matches_exact_auroc(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    masks = rng.random((12, 48, 40)) < 0.07
+    maps = (rng.random(masks.shape) + 0.35 * masks).astype(np.float32)
+    maps[0, :4] = 0.0  # a run of ties
+    expected = roc_auc_score(masks.ravel(), maps.ravel())
+    assert pixel_auroc(masks, maps) == pytest.approx(expected, abs=1e-3)
+
+
+def test_pixel_auroc_needs_both_kinds_of_pixel() -> None:
+    with pytest.raises(InputError, match="only good"):
+        pixel_auroc(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4)))
+    with pytest.raises(InputError, match="same shape"):
+        pixel_auroc(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 5)))
+
+
+def _regions() -> np.ndarray:
+    masks = np.zeros((6, 32, 32), bool)
+    masks[0, 2:6, 2:6] = True  # two regions in one image ...
+    masks[0, 20:30, 18:22] = True
+    masks[1, 10:12, 5:25] = True
+    masks[2, 0:3, 0:3] = True  # ... images 3-5 are good
+    return masks
+
+
+def test_aupro_of_a_perfect_map_is_one() -> None:
+    masks = _regions()
+    maps = np.where(masks, 0.9, 0.1) + np.random.default_rng(0).random(masks.shape) * 0.05
+    assert aupro(masks, maps) == pytest.approx(1.0)
+
+
+def test_aupro_of_an_inverted_map_is_zero() -> None:
+    masks = _regions()
+    maps = np.where(masks, 0.1, 0.9) + np.random.default_rng(0).random(masks.shape) * 0.05
+    assert aupro(masks, maps) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_aupro_averages_regions_not_pixels() -> None:
+    # A large region found and a small one missed: PRO is 1/2 wherever the FPR is below the
+    # limit, whatever their sizes (per-pixel it would be about 0.96).
+    masks = np.zeros((2, 40, 40), bool)
+    masks[0, 0:20, 0:20] = True
+    masks[1, 30:34, 30:34] = True
+    maps = np.random.default_rng(1).random(masks.shape) * 0.5  # good pixels in [0, 0.5)
+    maps[0][masks[0]] = 0.99
+    maps[1][masks[1]] = -1.0
+    assert aupro(masks, maps, fpr_limit=0.3) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_aupro_rejects_masks_without_defects() -> None:
+    with pytest.raises(InputError, match="every mask is empty"):
+        aupro(np.zeros((2, 8, 8), bool), np.zeros((2, 8, 8)))
+
+
+def test_aupro_matches_a_reference_that_tries_every_score() -> None:
+    rng = np.random.default_rng(5)
+    masks = np.zeros((8, 40, 40), bool)
+    for image in range(5):
+        for _ in range(2):
+            y, x = rng.integers(0, 32, 2)
+            masks[image, y : y + rng.integers(2, 8), x : x + rng.integers(2, 8)] = True
+    maps = rng.random(masks.shape) + 0.6 * masks
+    assert aupro(masks, maps) == pytest.approx(_reference_aupro(masks, maps, 0.3), abs=1e-3)
+
+
+def _reference_aupro(masks: np.ndarray, maps: np.ndarray, limit: float) -> float:
+    """The MVTec AD definition, slowly: FPR and PRO at every distinct score."""
+    regions = []
+    for mask, amap in zip(masks, maps, strict=True):
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        regions += [np.sort(amap[labels == region]) for region in range(1, count)]
+    good = np.sort(maps[~masks])
+    cuts = np.unique(maps)[::-1]
+    fpr = 1.0 - np.searchsorted(good, cuts, "left") / good.size
+    pro = np.mean([1.0 - np.searchsorted(r, cuts, "left") / r.size for r in regions], axis=0)
+    keep = fpr <= limit
+    x, y = np.r_[0.0, fpr[keep], limit], np.r_[0.0, pro[keep], np.interp(limit, fpr, pro)]
+    return float(np.trapezoid(y, x) / limit)

@@ -1,0 +1,1 @@
+"""Training: fitting, metrics, threshold calibration, ONNX export, reports."""

@@ -1,0 +1,299 @@
+"""Evaluation metrics for anomaly models: image and pixel AUROC, AUPRO, the confusion table.
+
+Pure numpy (OpenCV for defect regions). Scores: higher = more anomalous; labels: 1 = defective.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from defectlens.errors import InputError
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+_IMAGES_PER_CHUNK = 32
+"""Pixel metrics walk the images in chunks so that no float64 copy of all pixels is made."""
+
+
+def as_labels_scores(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[BoolArray, FloatArray]:
+    """Check and convert image labels (0 good, 1 defective) and scores to arrays."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.ndim != 1 or y.shape != s.shape:
+        raise InputError(
+            f"labels and scores must be 1-D and of the same length; got shapes {y.shape} "
+            f"and {s.shape}"
+        )
+    if y.size == 0:
+        raise InputError("no images to evaluate: labels and scores are empty")
+    if not np.isin(y, (0, 1)).all():
+        raise InputError("labels must be 0 (good) or 1 (defective)")
+    if not np.isfinite(s).all():
+        raise InputError("scores contain NaN or infinity; check the model's outputs")
+    return y.astype(bool), s
+
+
+def _require_both_classes(y: BoolArray, what: str) -> None:
+    positives = int(y.sum())
+    if positives == 0 or positives == y.size:
+        present = "defective" if positives else "good"
+        raise InputError(
+            f"{what} needs both good and defective images; only {present} ones were given"
+        )
+
+
+def counts_by_threshold(
+    labels: npt.ArrayLike, scores: npt.ArrayLike
+) -> tuple[FloatArray, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """For each distinct score t, in decreasing order: t, and the true and false positives
+    when `score >= t` is NG."""
+    y, s = as_labels_scores(labels, scores)
+    order = np.argsort(-s, kind="mergesort")
+    s_desc, y_desc = s[order], y[order]
+    # the last index of each run of equal scores: ties move together
+    ends = np.r_[np.flatnonzero(np.diff(s_desc)), s_desc.size - 1]
+    tp = np.cumsum(y_desc)[ends].astype(np.int64)
+    fp = (ends + 1 - tp).astype(np.int64)
+    return s_desc[ends], tp, fp
+
+
+def roc_curve(
+    labels: npt.ArrayLike, scores: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The ROC curve: (fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
+    y, s = as_labels_scores(labels, scores)
+    _require_both_classes(y, "a ROC curve")
+    thresholds, tp, fp = counts_by_threshold(y, s)
+    tpr = np.r_[0.0, tp / tp[-1]]
+    fpr = np.r_[0.0, fp / fp[-1]]
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
+def auroc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
+    """Area under the ROC curve; tied scores count one half (as sklearn's roc_auc_score)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _auc_from_bins(pos: npt.NDArray[np.int64], neg: npt.NDArray[np.int64]) -> FloatArray:
+    """AUROC from counts of positives and negatives per score bin (bins in increasing score
+    order along the last axis; pairs in one bin count as ties)."""
+    neg_below = np.cumsum(neg, axis=-1) - neg
+    n_pos = pos.sum(axis=-1)
+    n_neg = neg.sum(axis=-1)
+    pairs = (pos * (neg_below + 0.5 * neg)).sum(axis=-1)
+    return np.asarray(pairs / (n_pos * n_neg), dtype=np.float64)
+
+
+def auroc_ci(
+    labels: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile confidence interval of the AUROC by a stratified bootstrap: good and
+    defective images are resampled separately, so every replicate has both classes."""
+    y, s = as_labels_scores(labels, scores)
+    _require_both_classes(y, "an AUROC confidence interval")
+    if n_boot < 1:
+        raise InputError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise InputError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
+    # Rank the distinct scores once; a replicate is then just counts per distinct score.
+    distinct, group = np.unique(s, return_inverse=True)
+    pos_group, neg_group = group[y], group[~y]
+    n_groups = distinct.size
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, 4_000_000 // (y.size + n_groups))
+    aucs = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, rows_per_chunk):
+        rows = min(rows_per_chunk, n_boot - start)
+        offsets = (np.arange(rows) * n_groups)[:, None]
+        picks_pos = pos_group[rng.integers(0, pos_group.size, (rows, pos_group.size))]
+        picks_neg = neg_group[rng.integers(0, neg_group.size, (rows, neg_group.size))]
+        size = rows * n_groups
+        pos = np.bincount((picks_pos + offsets).ravel(), minlength=size).reshape(rows, -1)
+        neg = np.bincount((picks_neg + offsets).ravel(), minlength=size).reshape(rows, -1)
+        aucs[start : start + rows] = _auc_from_bins(pos, neg)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(aucs, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def _check_pixels(masks: npt.ArrayLike, maps: npt.ArrayLike) -> tuple[BoolArray, np.ndarray]:
+    m = np.asarray(masks)
+    a = np.asarray(maps)
+    if m.ndim != 3 or m.shape != a.shape:
+        raise InputError(
+            f"masks and anomaly maps must both be [N, H, W] of the same shape; got {m.shape} "
+            f"and {a.shape}"
+        )
+    if m.dtype != np.bool_:
+        if not np.isin(m, (0, 1)).all():
+            raise InputError("masks must be boolean (or 0/1): True where the part is defective")
+        m = m.astype(bool)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+    return m, a
+
+
+def _check_finite(chunk: np.ndarray) -> None:
+    if not np.isfinite(chunk).all():
+        raise InputError("anomaly maps contain NaN or infinity; check the model's outputs")
+
+
+def pixel_auroc(masks: npt.ArrayLike, maps: npt.ArrayLike) -> float:
+    """AUROC over all pixels of all images: defect pixels (mask True) against good ones.
+
+    Exact up to float32 rounding: the pixels of each class are copied once as float32 and
+    sorted, so 500 maps of 256x256 need about 130 MB and two seconds.
+    """
+    m, a = _check_pixels(masks, maps)
+    n_pos = int(np.count_nonzero(m))
+    n_neg = m.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        present = "defect" if n_pos else "good"
+        raise InputError(
+            f"pixel AUROC needs both defect and good pixels; the masks hold only {present} ones"
+        )
+    pos = np.empty(n_pos, dtype=np.float32)
+    neg = np.empty(n_neg, dtype=np.float32)
+    at_pos = at_neg = 0
+    for start in range(0, a.shape[0], _IMAGES_PER_CHUNK):
+        chunk = a[start : start + _IMAGES_PER_CHUNK]
+        mask = m[start : start + _IMAGES_PER_CHUNK]
+        _check_finite(chunk)
+        p, q = chunk[mask], chunk[~mask]
+        pos[at_pos : at_pos + p.size] = p
+        neg[at_neg : at_neg + q.size] = q
+        at_pos += p.size
+        at_neg += q.size
+    pos.sort()
+    neg.sort()
+    below = np.searchsorted(neg, pos, side="left").astype(np.float64)
+    up_to = np.searchsorted(neg, pos, side="right").astype(np.float64)
+    # each positive wins over the negatives below it and ties half with the equal ones
+    return float((below + up_to).sum() / (2.0 * n_pos * n_neg))
+
+
+def aupro(
+    masks: npt.ArrayLike,
+    maps: npt.ArrayLike,
+    fpr_limit: float = 0.3,
+    num_thresholds: int = 1000,
+    seed: int = 0,
+) -> float:
+    """Area under the per-region-overlap curve up to `fpr_limit`, divided by `fpr_limit`
+    (the MVTec AD definition).
+
+    Regions are the 8-connected components of each mask; a threshold's PRO is the mean over
+    all regions of the share of the region at or above it, its FPR the share of good pixels
+    (outside the masks, of every image) at or above it. Thresholds are spread evenly in FPR
+    (quantiles of a sample of good pixels); FPR and PRO are then counted exactly at each by
+    one histogram pass over the images.
+    """
+    m, a = _check_pixels(masks, maps)
+    if not 0.0 < fpr_limit <= 1.0:
+        raise InputError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    if num_thresholds < 2:
+        raise InputError(f"num_thresholds must be at least 2, got {num_thresholds}")
+    thresholds = _pro_thresholds(m, a, fpr_limit, num_thresholds, seed)
+    n_bins = thresholds.size + 1
+    good = np.zeros(n_bins, dtype=np.float64)
+    region_share = np.zeros(n_bins, dtype=np.float64)
+    n_regions = 0
+    for mask, amap in zip(m, a, strict=True):
+        _check_finite(amap)
+        # bin b = how many thresholds the pixel reaches; it is >= thresholds[k] iff k < b
+        bins = np.searchsorted(thresholds, amap, side="right")
+        good += np.bincount(bins[~mask], minlength=n_bins)
+        if not mask.any():
+            continue
+        count, regions = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        sizes = np.bincount(regions.ravel(), minlength=count).astype(np.float64)
+        inside = regions[mask]
+        # weighting each pixel by 1/size sums per-region overlaps in a single histogram
+        region_share += np.bincount(bins[mask], weights=1.0 / sizes[inside], minlength=n_bins)
+        n_regions += count - 1
+    if n_regions == 0:
+        raise InputError("AUPRO needs defect regions, but every mask is empty")
+    n_good = good.sum()
+    if n_good == 0:
+        raise InputError("AUPRO needs good pixels, but the masks cover every pixel")
+    # at or above thresholds[k] = bins k+1 and up; reversed, thresholds fall and FPR rises
+    fpr = np.cumsum(good[::-1])[:-1] / n_good
+    pro = np.cumsum(region_share[::-1])[:-1] / n_regions
+    return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+
+
+def _pro_thresholds(
+    m: BoolArray, a: np.ndarray, fpr_limit: float, num_thresholds: int, seed: int
+) -> np.ndarray:
+    """Increasing thresholds whose FPRs are about evenly spaced over [0, fpr_limit], plus one
+    just above the highest good pixel (FPR 0) and -inf (FPR 1) so the curve spans the limit."""
+    flat_maps = a.reshape(-1)
+    flat_masks = m.reshape(-1)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, flat_maps.size, min(flat_maps.size, 1_000_000))
+    sample = flat_maps[picks][~flat_masks[picks]]
+    if sample.size < num_thresholds:
+        sample = flat_maps[~flat_masks]
+    if sample.size == 0:
+        raise InputError("AUPRO needs good pixels, but the masks cover every pixel")
+    top_good = max(float(amap[~mask].max(initial=-np.inf)) for mask, amap in zip(m, a, strict=True))
+    fprs = np.linspace(0.0, min(1.0, fpr_limit * 1.05), num_thresholds)
+    cuts = np.quantile(sample.astype(np.float64), 1.0 - fprs)
+    extra = [np.nextafter(np.asarray(top_good, dtype=a.dtype), np.inf), -np.inf]
+    return np.unique(np.r_[cuts.astype(a.dtype), np.asarray(extra, dtype=a.dtype)])
+
+
+def _area_up_to(x: FloatArray, y: FloatArray, limit: float) -> float:
+    """Trapezoidal area under y(x) from x[0] to `limit`, interpolating y at the limit."""
+    inside = x <= limit
+    xs, ys = x[inside], y[inside]
+    if xs[-1] < limit:
+        after = int(np.argmax(x > limit))
+        x0, x1, y0, y1 = x[after - 1], x[after], y[after - 1], y[after]
+        xs = np.r_[xs, limit]
+        ys = np.r_[ys, y0 + (y1 - y0) * (limit - x0) / (x1 - x0)]
+    return float(np.trapezoid(ys, xs))
+
+
+def confusion_at(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, threshold: float
+) -> dict[str, int | float | None]:
+    """The confusion table and plant rates when `score >= threshold` is NG.
+
+    `escape_rate`: defective parts passed as good; `false_reject_rate`: good parts rejected.
+    A rate whose denominator is zero is None.
+    """
+    y, s = as_labels_scores(labels, scores)
+    if math.isnan(threshold):
+        raise InputError("threshold is NaN")
+    ng = s >= threshold
+    tp = int(np.count_nonzero(ng & y))
+    fp = int(np.count_nonzero(ng & ~y))
+    fn = int(np.count_nonzero(~ng & y))
+    tn = int(np.count_nonzero(~ng & ~y))
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "escape_rate": _ratio(fn, tp + fn),
+        "false_reject_rate": _ratio(fp, fp + tn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
+    }
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
