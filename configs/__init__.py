@@ -1,0 +1,1 @@
+"""Training recipes and station configs (YAML), shipped as package data."""

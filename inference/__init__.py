@@ -1,0 +1,1 @@
+"""Serving from ONNX files alone: the engine and everything after it. Never imports torch."""

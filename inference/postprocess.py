@@ -1,0 +1,46 @@
+"""From model outputs to `Defect`s in original image pixels. Pure functions."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from defectlens.prediction import Defect
+
+MAX_DEFECTS = 32
+
+
+def defects_from_map(
+    anomaly_map: np.ndarray,
+    threshold: float,
+    class_name: str = "anomaly",
+    max_defects: int = MAX_DEFECTS,
+) -> list[Defect]:
+    """Connected regions of the map at or above the threshold, strongest first.
+
+    Each region's score is the map's peak inside it, its box is [x0, y0, x1, y1) in the
+    map's pixels (the original image's, once the engine has resized the map back).
+    """
+    above = (anomaly_map >= threshold).astype(np.uint8)
+    if not above.any():
+        return []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
+    # Peak per component in one pass rather than one masked max per region.
+    peaks = np.zeros(count, dtype=np.float64)
+    np.maximum.at(peaks, labels.ravel(), anomaly_map.ravel().astype(np.float64))
+    defects = [
+        Defect(
+            **{"class": class_name},
+            score=float(peaks[index]),
+            box=(
+                int(stats[index, cv2.CC_STAT_LEFT]),
+                int(stats[index, cv2.CC_STAT_TOP]),
+                int(stats[index, cv2.CC_STAT_LEFT] + stats[index, cv2.CC_STAT_WIDTH]),
+                int(stats[index, cv2.CC_STAT_TOP] + stats[index, cv2.CC_STAT_HEIGHT]),
+            ),
+            area_px=int(stats[index, cv2.CC_STAT_AREA]),
+        )
+        for index in range(1, count)
+    ]
+    defects.sort(key=lambda defect: defect.score, reverse=True)
+    return defects[:max_defects]

@@ -1,0 +1,1 @@
+"""PyTorch networks: the pretrained backbone and the anomaly model. Nothing about files."""

@@ -1,0 +1,135 @@
+"""PatchCore-style anomaly network: pretrained patch features against a memory bank of good ones.
+
+`forward` is exactly what ships to ONNX: uint8 NHWC image in, normalised image score and
+anomaly map out, with pre- and post-processing inside. Fitting (coreset selection,
+calibration) lives in `defectlens.train.fit`; it uses `embed` and then `set_memory_bank`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defectlens.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(4.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+class PatchCore(nn.Module):
+    """Nearest-neighbour patch distances to a bank of good-part patch features.
+
+    Args:
+        extractor: backbone returning feature maps of two (or more) stages, coarsest last.
+        input_hw: the model input size (height, width) the graph is exported for.
+        channels: 1 for gray images (replicated to the backbone's 3), 3 for RGB.
+        feature_dim: the embedding width kept after random projection (None keeps all).
+        neighbourhood: side of the local average pooling window on each feature map.
+        map_sigma: Gaussian smoothing of the anomaly map, in input pixels.
+        bank_size: rows of the memory bank (filled by `set_memory_bank`).
+    """
+
+    def __init__(
+        self,
+        extractor: nn.Module,
+        *,
+        input_hw: tuple[int, int],
+        channels: int,
+        embed_channels: int,
+        feature_dim: int | None,
+        neighbourhood: int = 3,
+        map_sigma: float = 4.0,
+        bank_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.input_hw = input_hw
+        self.channels = channels
+        self.neighbourhood = neighbourhood
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        dim = embed_channels if feature_dim is None else feature_dim
+        if feature_dim is None:
+            projection = torch.eye(embed_channels)
+        else:
+            # A fixed Gaussian projection keeps distances (Johnson-Lindenstrauss) and makes
+            # both the coreset search and the per-image nearest-neighbour search cheaper.
+            generator = torch.Generator().manual_seed(seed)
+            projection = torch.randn(embed_channels, dim, generator=generator) / math.sqrt(dim)
+        self.register_buffer("projection", projection)
+        self.register_buffer("memory_bank", torch.zeros(bank_size, dim))
+        self.register_buffer("bank_sq_norm", torch.zeros(bank_size))
+        kernel = gaussian_kernel1d(map_sigma)
+        self.register_buffer("blur_x", kernel.view(1, 1, 1, -1))
+        self.register_buffer("blur_y", kernel.view(1, 1, -1, 1))
+        # Normalisation: sigmoid((raw - raw_threshold) / scale); set by calibration.
+        self.register_buffer("raw_threshold", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    # -- pieces, each usable on its own -------------------------------------------------
+    def to_backbone_input(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC -> normalised float NCHW with three channels."""
+        x = image.permute(0, 3, 1, 2).float()
+        if self.channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings [N, D, h, w] at the finest requested stage's resolution."""
+        features = self.extractor(self.to_backbone_input(image))
+        size = features[0].shape[-2:]
+        pad = self.neighbourhood // 2
+        pooled = []
+        for feature in features:
+            if self.neighbourhood > 1:
+                feature = F.avg_pool2d(
+                    feature, self.neighbourhood, stride=1, padding=pad, count_include_pad=False
+                )
+            if feature.shape[-2:] != size:
+                feature = F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+            pooled.append(feature)
+        stacked = torch.cat(pooled, dim=1)
+        projected = torch.einsum("ndhw,dk->nkhw", stacked, self.projection)
+        return projected
+
+    def set_memory_bank(self, bank: torch.Tensor) -> None:
+        self.memory_bank = bank.detach().float().contiguous()
+        self.bank_sq_norm = (self.memory_bank**2).sum(dim=1)
+
+    def set_normalisation(self, raw_threshold: float, scale: float) -> None:
+        self.raw_threshold = torch.tensor(float(raw_threshold))
+        self.scale = torch.tensor(float(scale))
+
+    def patch_distances(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Distance of every patch to its nearest bank entry: [N, h, w]."""
+        n, d, h, w = embedding.shape
+        queries = embedding.permute(0, 2, 3, 1).reshape(-1, d)
+        sq = (queries**2).sum(dim=1, keepdim=True)
+        dist2 = sq - 2.0 * queries @ self.memory_bank.T + self.bank_sq_norm
+        nearest = dist2.min(dim=1).values.clamp_min(0.0).sqrt()
+        return nearest.reshape(n, h, w)
+
+    def raw_map(self, image: torch.Tensor) -> torch.Tensor:
+        """Smoothed patch distances at input resolution, before normalisation: [N, H, W]."""
+        distances = self.patch_distances(self.embed(image)).unsqueeze(1)
+        upsampled = F.interpolate(distances, size=self.input_hw, mode="bilinear")
+        pad_x = self.blur_x.shape[-1] // 2
+        smoothed = F.conv2d(F.pad(upsampled, (pad_x, pad_x, 0, 0), mode="replicate"), self.blur_x)
+        smoothed = F.conv2d(F.pad(smoothed, (0, 0, pad_x, pad_x), mode="replicate"), self.blur_y)
+        return smoothed.squeeze(1)
+
+    # -- what ships ---------------------------------------------------------------------
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 [N, H, W, C] -> (score [N], anomaly_map [N, H, W]), both normalised to (0, 1)."""
+        raw = self.raw_map(image)
+        normalised = torch.sigmoid((raw - self.raw_threshold) / self.scale)
+        score = normalised.flatten(1).amax(dim=1)
+        return score, normalised

@@ -1,0 +1,129 @@
+"""Evaluating a model version as it ships: the ONNX graph through the serving engine.
+
+Image metrics come from the normalised scores; pixel metrics compare the model-resolution
+anomaly map with the ground-truth mask brought to the same geometry (defect = mask > 127).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from defectlens.datasets.images import read_image, read_mask, to_model_input
+from defectlens.datasets.layout import Sample
+from defectlens.inference.engine import Engine
+from defectlens.train import metrics as m
+from defectlens.train.plots import plot_overlays, plot_roc, plot_score_histograms
+
+WORST_SHOWN = 8
+
+
+@dataclass
+class Scored:
+    """One evaluated image, kept at model resolution for metrics and plots."""
+
+    sample: Sample
+    score: float
+    image: np.ndarray
+    anomaly_map: np.ndarray
+    mask: np.ndarray | None
+
+
+def score_samples(
+    engine: Engine, samples: Sequence[Sample], desc: str = "evaluate"
+) -> list[Scored]:
+    spec = engine.card.input
+    mask_spec = spec.model_copy(update={"channels": 1, "color": "gray"})
+    scored: list[Scored] = []
+    for sample in tqdm(samples, desc=desc, unit="img", leave=False):
+        image = read_image(sample.path)
+        prepared = engine.prepare(image)
+        score, anomaly_map = engine.run(prepared[np.newaxis])
+        mask = None
+        if sample.mask_path is not None:
+            full = read_mask(sample.mask_path, (image.shape[0], image.shape[1]))
+            mask = to_model_input(full.astype(np.uint8) * 255, mask_spec)[..., 0] > 127
+        elif sample.is_defective:
+            mask = None  # a defective image without a mask counts for image metrics only
+        else:
+            mask = np.zeros(anomaly_map.shape[1:], dtype=bool)
+        scored.append(Scored(sample, float(score[0]), prepared, anomaly_map[0], mask))
+    return scored
+
+
+def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any]:
+    labels = np.array([s.sample.is_defective for s in scored], dtype=bool)
+    scores = np.array([s.score for s in scored], dtype=np.float64)
+    result: dict[str, Any] = {
+        "threshold": threshold,
+        "counts": {"good": int((~labels).sum()), "defective": int(labels.sum())},
+    }
+    result.update(m.confusion_at(labels, scores, threshold))
+    if labels.any() and (~labels).any():
+        result["image_auroc"] = m.auroc(labels, scores)
+        result["image_auroc_ci"] = list(m.auroc_ci(labels, scores))
+        with_masks = [s for s in scored if s.mask is not None]
+        if any(s.sample.is_defective for s in with_masks):
+            masks = np.stack([s.mask for s in with_masks if s.mask is not None])
+            maps = np.stack([s.anomaly_map for s in with_masks])
+            result["pixel_auroc"] = m.pixel_auroc(masks, maps)
+            result["aupro"] = m.aupro(masks, maps)
+    per_type: dict[str, dict[str, Any]] = {}
+    for defect_type in sorted({s.sample.defect_type for s in scored}):
+        chosen = np.array([s.sample.defect_type == defect_type for s in scored])
+        table = m.confusion_at(labels[chosen], scores[chosen], threshold)
+        entry: dict[str, Any] = {"count": int(chosen.sum())}
+        if defect_type == "good":
+            entry["false_reject_rate"] = table["false_reject_rate"]
+        else:
+            entry["escape_rate"] = table["escape_rate"]
+            versus = chosen | ~labels
+            if (~labels).any():
+                entry["auroc"] = m.auroc(labels[versus], scores[versus])
+        per_type[defect_type] = entry
+    result["per_type"] = per_type
+    return result
+
+
+def write_plots(scored: Sequence[Scored], threshold: float, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.array([s.sample.is_defective for s in scored], dtype=bool)
+    scores = np.array([s.score for s in scored])
+    plots: dict[str, Path] = {}
+    if labels.any() and (~labels).any():
+        plots["ROC curve"] = plot_roc(labels, scores, folder / "roc.png", threshold=threshold)
+    plots["Scores by defect type"] = plot_score_histograms(
+        scores, [s.sample.defect_type for s in scored], threshold, folder / "histogram.png"
+    )
+    misses = sorted((s for s in scored if s.sample.is_defective), key=lambda s: s.score)
+    alarms = sorted((s for s in scored if not s.sample.is_defective), key=lambda s: -s.score)
+    for title, group, name in (
+        ("Worst misses (defective, lowest scores)", misses, "worst_misses.png"),
+        ("Worst false alarms (good, highest scores)", alarms, "false_alarms.png"),
+    ):
+        items = [
+            (
+                f"{s.sample.defect_type} {s.sample.path.name}\nscore {s.score:.3f}",
+                s.image[..., 0] if s.image.shape[-1] == 1 else s.image,
+                s.anomaly_map,
+                s.mask,
+            )
+            for s in group[:WORST_SHOWN]
+        ]
+        plots[title] = plot_overlays(items, folder / name)
+    return plots
+
+
+def evaluate(
+    engine: Engine, samples: Sequence[Sample], plots_dir: Path | None = None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    scored = score_samples(engine, samples)
+    threshold = engine.card.threshold
+    result = compute_metrics(scored, threshold)
+    plots = write_plots(scored, threshold, plots_dir) if plots_dir is not None else {}
+    return result, plots

@@ -1,0 +1,215 @@
+"""One training job: recipe + data -> a new, immutable model version folder.
+
+Everything is written into a hidden temporary folder beside the destination and renamed
+into place at the very end, so an interrupted run leaves no half model version behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from tqdm import tqdm
+
+import defectlens
+from defectlens.datasets.images import read_image, to_model_input
+from defectlens.datasets.layout import Sample, open_dataset
+from defectlens.errors import DataError, RecipeError
+from defectlens.inference.engine import Engine
+from defectlens.modelcard import (
+    DOCUMENTED_THRESHOLD,
+    Calibration,
+    InputSpec,
+    ModelCard,
+    OutputSpec,
+    file_sha256,
+)
+from defectlens.train import thresholds
+from defectlens.train.evaluate import evaluate
+from defectlens.train.export import OPSET, check_parity, export_onnx
+from defectlens.train.fit import build_network, fit_memory_bank, raw_scores
+from defectlens.train.recipe import Recipe
+from defectlens.train.report import write_report
+from defectlens.train.splits import Splits, plan_splits
+
+log = logging.getLogger(__name__)
+PARITY_IMAGES = 4
+
+
+def input_spec(recipe: Recipe, samples: Sequence[Sample]) -> InputSpec:
+    """The model's input contract; `color: auto` looks at the first training images."""
+    color = recipe.color
+    if color == "auto":
+        probe = [read_image(s.path) for s in samples[:8]]
+        color = "rgb" if any(image.ndim == 3 for image in probe) else "gray"
+    height, width = recipe.image_size
+    channels = 3 if color == "rgb" else 1
+    return InputSpec(
+        height=height, width=width, channels=channels, color=color, resize=recipe.resize
+    )
+
+
+def load_images(samples: Sequence[Sample], spec: InputSpec, desc: str) -> np.ndarray:
+    images = [
+        to_model_input(read_image(s.path), spec)
+        for s in tqdm(samples, desc=desc, unit="img", leave=False)
+    ]
+    return (
+        np.stack(images)
+        if images
+        else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
+    )
+
+
+def calibrate(recipe: Recipe, raw: np.ndarray, samples: Sequence[Sample]) -> Calibration:
+    labels = np.array([s.is_defective for s in samples], dtype=bool)
+    policy = recipe.threshold.policy
+    if policy != "target_frr" and not labels.any():
+        raise RecipeError(
+            f"threshold policy {policy!r} needs defective images to calibrate on and the "
+            "data has none; use `threshold: {policy: target_frr, target: 0.01}`"
+        )
+    if not (~labels).any():
+        raise DataError(
+            "no good images left to calibrate on; add good images or lower "
+            "threshold.good_holdout / validation_fraction"
+        )
+    target = recipe.threshold.target
+    if policy == "target_frr" and target is None:
+        target = 0.01
+    raw_threshold = thresholds.calibrate(policy, labels, raw, target)
+    scale = thresholds.sigmoid_scale(raw_threshold, raw[~labels])
+    return Calibration(
+        policy=policy,
+        target=target,
+        raw_threshold=float(raw_threshold),
+        scale=float(scale),
+        validation={"good": int((~labels).sum()), "defective": int(labels.sum())},
+    )
+
+
+def software_versions() -> dict[str, str]:
+    return {
+        "defectlens": defectlens.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": str(OPSET),
+        "python": platform.python_version(),
+    }
+
+
+def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
+    """Fit, calibrate, export, check and evaluate; returns the new version folder."""
+    data = data or recipe.data
+    if data is None:
+        raise RecipeError("no data: give --data PATH or set `data:` in the recipe")
+    torch.manual_seed(recipe.seed)
+    started = time.perf_counter()
+    dataset = open_dataset(Path(data))
+    splits: Splits = plan_splits(
+        dataset,
+        validation_fraction=recipe.threshold.validation_fraction,
+        good_holdout=recipe.threshold.good_holdout,
+        seed=recipe.seed,
+    )
+    spec = input_spec(recipe, splits.fit)
+    fit_images = load_images(splits.fit, spec, "load fit")
+    network = build_network(recipe, spec.channels)
+    sizes = fit_memory_bank(network, fit_images, recipe)
+    fit_seconds = time.perf_counter() - started
+
+    calibration_images = load_images(splits.calibration, spec, "load calibration")
+    raw, _ = raw_scores(network, calibration_images, recipe.batch_size, "calibrate")
+    calibration = calibrate(recipe, raw, splits.calibration)
+    network.set_normalisation(calibration.raw_threshold, calibration.scale)
+
+    destination_parent = Path(out) / recipe.name
+    destination_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=destination_parent))
+    try:
+        onnx_path = staging / "model.onnx"
+        export_onnx(network, onnx_path, spec.channels)
+        parity = check_parity(
+            network,
+            onnx_path,
+            calibration_images[:PARITY_IMAGES]
+            if len(calibration_images)
+            else fit_images[:PARITY_IMAGES],
+        )
+        digest = file_sha256(onnx_path)
+        created = datetime.now(UTC).replace(microsecond=0)
+        version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:6]}"
+        card = ModelCard(
+            name=recipe.name,
+            version=version,
+            family="anomaly",
+            created=created,
+            sha256=digest,
+            input=spec,
+            outputs=[
+                OutputSpec(name="score", shape=["N"]),
+                OutputSpec(name="anomaly_map", shape=["N", spec.height, spec.width]),
+            ],
+            threshold=DOCUMENTED_THRESHOLD,
+            calibration=calibration,
+            classes=["anomaly"],
+            parity=parity,
+            data={
+                "path": str(Path(data).resolve()),
+                "layout": dataset.layout,
+                "counts": dataset.counts(),
+                "splits": splits.counts(),
+                "memory_bank": sizes,
+            },
+            software=software_versions(),
+        )
+        card.write(staging / "model.json")
+        (staging / "recipe.yaml").write_text(
+            recipe.model_copy(update={"data": Path(data).resolve()}).to_yaml(), encoding="utf-8"
+        )
+        report_metrics = _evaluate_into(staging, card, splits.evaluation)
+        report_metrics["fit_seconds"] = round(fit_seconds, 2)
+        card = card.model_copy(update={"metrics": report_metrics})
+        card.write(staging / "model.json")
+        final = destination_parent / version
+        if final.exists():
+            raise RecipeError(f"{final}: a model version of that name already exists")
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("trained %s in %.1f s", final, time.perf_counter() - started)
+    return final
+
+
+def _evaluate_into(folder: Path, card: ModelCard, samples: Sequence[Sample]) -> dict[str, Any]:
+    """Evaluate the exported graph on held-out images and write report/ into `folder`."""
+    engine = Engine(folder, threads=2)
+    report_dir = folder / "report"
+    if samples:
+        result, plots = evaluate(engine, samples, report_dir)
+    else:
+        result, plots = {"note": "no held-out images to evaluate on"}, {}
+    summary = {
+        "name": card.name,
+        "version": card.version,
+        "family": card.family,
+        "created": card.created.isoformat(),
+        "threshold policy": card.calibration.policy,
+        "raw threshold": f"{card.calibration.raw_threshold:.4f}",
+        "data": card.data.get("path", ""),
+        "splits": card.data.get("splits", {}),
+        "parity (max abs diff)": f"{max(card.parity.get('max_abs_score', 0), card.parity.get('max_abs_map', 0)):.2e}",  # noqa: E501
+    }
+    write_report(report_dir, result, plots, summary)
+    return result
