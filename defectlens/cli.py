@@ -190,7 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", help="workspace folder (default: $DEFECTLENS_HOME or ./defectlens-workspace)"
     )
     demo.set_defaults(handler=_demo)
+    _add_service_commands(commands)
     return parser
+
+
+def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """serve, models, keys: the inspection service's commands live beside the service."""
+    try:
+        from defectlens.inference.commands import add_commands
+    except ImportError:  # the service is not part of this build yet
+        return
+    add_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
