@@ -54,7 +54,7 @@ class Calibration(_Strict):
 
 
 class ModelCard(_Strict):
-    format: Literal["defectlens.model/1"] = MODEL_FORMAT
+    format: Literal["defectlens.model/1"] = "defectlens.model/1"
     name: str
     version: str
     family: Literal["anomaly", "detection"]

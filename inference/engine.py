@@ -18,7 +18,7 @@ from defectlens.datasets.images import decode_image, map_to_original, to_model_i
 from defectlens.errors import InputError, ModelError
 from defectlens.inference.postprocess import defects_from_map
 from defectlens.modelcard import ModelCard, file_sha256
-from defectlens.prediction import ModelRef, Prediction, Timings
+from defectlens.prediction import ModelRef, Prediction, Timings, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Engine:
         self, score: float, model_map: np.ndarray, original_hw: tuple[int, ...], with_map: bool
     ) -> Prediction:
         threshold = self.card.threshold
-        verdict = "NG" if score >= threshold else "OK"
+        verdict: Verdict = "NG" if score >= threshold else "OK"
         full_map = None
         defects = []
         if verdict == "NG" or with_map:

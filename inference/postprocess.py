@@ -27,7 +27,7 @@ def defects_from_map(
     count, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
     # Peak per component in one pass rather than one masked max per region.
     peaks = np.zeros(count, dtype=np.float64)
-    np.maximum.at(peaks, labels.ravel(), anomaly_map.ravel().astype(np.float64))
+    np.maximum.at(peaks, labels.ravel().astype(np.intp), anomaly_map.ravel().astype(np.float64))
     defects = [
         Defect(
             **{"class": class_name},

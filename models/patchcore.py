@@ -17,7 +17,7 @@ from defectlens.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 
 
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(4.0 * sigma)))
+    radius = max(1, math.ceil(4.0 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     return kernel / kernel.sum()
@@ -35,6 +35,16 @@ class PatchCore(nn.Module):
         map_sigma: Gaussian smoothing of the anomaly map, in input pixels.
         bank_size: rows of the memory bank (filled by `set_memory_bank`).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    projection: torch.Tensor
+    memory_bank: torch.Tensor
+    bank_sq_norm: torch.Tensor
+    blur_x: torch.Tensor
+    blur_y: torch.Tensor
+    raw_threshold: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -30,15 +30,15 @@ def build_network(recipe: Recipe, channels: int) -> PatchCore:
     ).eval()
 
 
-def batches(images: Sequence[np.ndarray], size: int) -> Iterable[torch.Tensor]:
+def batches(images: np.ndarray, size: int) -> Iterable[torch.Tensor]:
     for start in range(0, len(images), size):
-        yield torch.from_numpy(np.stack(images[start : start + size]))
+        yield torch.from_numpy(np.ascontiguousarray(images[start : start + size]))
 
 
 @torch.inference_mode()
 def extract_patches(
     network: PatchCore,
-    images: Sequence[np.ndarray],
+    images: np.ndarray,
     batch_size: int,
     pool_fraction: float,
     seed: int,
@@ -55,7 +55,7 @@ def extract_patches(
         embedding = network.embed(batch)
         patches = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
         total += patches.shape[0]
-        take = max(1, int(round(patches.shape[0] * pool_fraction)))
+        take = max(1, round(patches.shape[0] * pool_fraction))
         chosen = torch.randperm(patches.shape[0], generator=generator)[:take]
         kept.append(patches[chosen].clone())
         progress.update(batch.shape[0])
@@ -84,14 +84,12 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return chosen
 
 
-def fit_memory_bank(
-    network: PatchCore, images: Sequence[np.ndarray], recipe: Recipe
-) -> dict[str, int]:
+def fit_memory_bank(network: PatchCore, images: np.ndarray, recipe: Recipe) -> dict[str, int]:
     """Fill the network's memory bank from good images; returns the sizes involved."""
     pool, total = extract_patches(
         network, images, recipe.batch_size, recipe.coreset.pool_fraction, recipe.seed
     )
-    size = max(16, min(recipe.coreset.max_size, int(round(total * recipe.coreset.ratio))))
+    size = max(16, min(recipe.coreset.max_size, round(total * recipe.coreset.ratio)))
     log.info("coreset: %d of %d pooled patches (%d seen)", size, pool.shape[0], total)
     chosen = greedy_coreset(pool, size, recipe.seed)
     network.set_memory_bank(pool[chosen])
@@ -100,7 +98,7 @@ def fit_memory_bank(
 
 @torch.inference_mode()
 def raw_scores(
-    network: PatchCore, images: Sequence[np.ndarray], batch_size: int, desc: str = "scoring"
+    network: PatchCore, images: np.ndarray, batch_size: int, desc: str = "scoring"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw (unnormalised) image scores and maps [N, H, W] in PyTorch, for calibration."""
     maps: list[np.ndarray] = []

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -53,7 +53,7 @@ def input_spec(recipe: Recipe, samples: Sequence[Sample]) -> InputSpec:
         probe = [read_image(s.path) for s in samples[:8]]
         color = "rgb" if any(image.ndim == 3 for image in probe) else "gray"
     height, width = recipe.image_size
-    channels = 3 if color == "rgb" else 1
+    channels: Literal[1, 3] = 3 if color == "rgb" else 1
     return InputSpec(
         height=height, width=width, channels=channels, color=color, resize=recipe.resize
     )

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   bash scripts/dev.sh demo    set everything up, then run `defectlens demo`
+#   bash scripts/dev.sh test    set everything up, then lint, type-check and run the tests
+#   bash scripts/dev.sh setup   only set up (.venv with PyTorch, the project and its tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+PY=$VENV/bin/python
+
+log() { printf '\n== %s\n' "$*"; }
+
+setup_system() {
+  # PostgreSQL for the store tests (the result store runs on SQLite and PostgreSQL alike).
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing PostgreSQL (Debian packages)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+  fi
+}
+
+setup_python() {
+  if [ ! -x "$PY" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+    "$PY" -m pip install -q --upgrade pip
+  fi
+  # torch is pinned: pip takes 2.14.1 from this machine's disk; other releases pull gigabytes.
+  if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
+    log "installing PyTorch 2.14.1 / torchvision 0.29.1"
+    "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+  fi
+  log "installing defectlens (editable) with training and development extras"
+  "$PY" -m pip install -q -e ".[train,dev]" 2>&1 | grep -v -E '^\s*(!!|\*+|$)' || true
+  "$PY" -c "import defectlens.train, defectlens.inference" # fail here, not in the tests
+}
+
+typecheck_tree() {
+  # mypy and import-linter read packages from folders; the client's layout maps top-level
+  # folders to subpackages, so give them a folder view of `defectlens` made of symlinks.
+  local view=$ROOT/build/pkgview
+  rm -rf "$view" && mkdir -p "$view/defectlens"
+  for entry in "$ROOT"/defectlens/*; do ln -s "$entry" "$view/defectlens/"; done
+  for sub in datasets models train inference configs; do
+    ln -s "$ROOT/$sub" "$view/defectlens/$sub"
+  done
+  echo "$view"
+}
+
+run_checks() {
+  log "ruff"
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  local view
+  view=$(typecheck_tree)
+  log "mypy"
+  (cd "$view" && "$VENV/bin/mypy" --config-file "$ROOT/pyproject.toml" -p defectlens)
+  log "import-linter (architecture contracts)"
+  (cd "$view" && PYTHONPATH="$view" "$VENV/bin/lint-imports" --config "$ROOT/pyproject.toml")
+}
+
+run_tests() {
+  log "pytest"
+  "$VENV/bin/pytest" -q -p no:cacheprovider --durations=10 "$@"
+}
+
+command=${1:-}
+shift || true
+case "$command" in
+  setup) setup_system; setup_python ;;
+  demo) setup_system; setup_python; "$VENV/bin/defectlens" demo "$@" ;;
+  test) setup_system; setup_python; run_checks; run_tests "$@" ;;
+  check) run_checks ;;
+  *) echo "usage: bash scripts/dev.sh demo|test|setup|check" >&2; exit 2 ;;
+esac
