@@ -1,0 +1,114 @@
+"""Training end to end on synthetic parts: what a QA engineer relies on after `train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from defectlens.datasets.images import read_image, read_mask, to_model_input
+from defectlens.datasets.layout import open_dataset
+from defectlens.errors import RecipeError
+from defectlens.inference.engine import Engine
+from defectlens.modelcard import ModelCard, file_sha256
+from defectlens.train import pipeline
+from defectlens.train.metrics import auroc
+from defectlens.train.recipe import load_recipe
+
+
+def test_version_folder_holds_the_contract(trained_model: Path) -> None:
+    names = {p.name for p in trained_model.iterdir()}
+    assert {"model.onnx", "model.json", "recipe.yaml", "report"} <= names
+    card = ModelCard.read(trained_model / "model.json")
+    assert card.sha256 == file_sha256(trained_model / "model.onnx")
+    assert card.version.endswith(card.sha256[:6])
+    assert card.threshold == 0.5
+    assert card.input.channels == 1 and card.input.color == "gray"
+    assert [o.name for o in card.outputs] == ["score", "anomaly_map"]
+    assert card.parity["max_abs_score"] < 1e-3 and card.parity["max_abs_map"] < 1e-3
+    assert {"image_auroc", "pixel_auroc", "aupro", "escape_rate", "false_reject_rate"} <= set(
+        card.metrics
+    )
+    report = trained_model / "report"
+    assert (report / "index.html").is_file() and (report / "metrics.json").is_file()
+    assert (report / "roc.png").stat().st_size > 1000
+    # nothing left of the staging folder
+    assert not [p for p in trained_model.parent.iterdir() if p.name.startswith(".staging")]
+
+
+def test_model_separates_defects_from_good_parts(trained_model: Path, synthetic_data: Path) -> None:
+    engine = Engine(trained_model)
+    samples = open_dataset(synthetic_data).test
+    scores = [engine.predict(read_image(s.path), with_map=False).score for s in samples]
+    labels = [s.is_defective for s in samples]
+    assert auroc(labels, scores) >= 0.9
+
+
+def test_anomaly_map_peaks_on_the_defect(trained_model: Path, synthetic_data: Path) -> None:
+    engine = Engine(trained_model)
+    defective = [s for s in open_dataset(synthetic_data).test if s.mask_path is not None]
+    hits = 0
+    for sample in defective:
+        image = read_image(sample.path)
+        prediction = engine.predict(image)
+        mask = read_mask(sample.mask_path, image.shape[:2])  # type: ignore[arg-type]
+        grown = np.zeros_like(mask)
+        ys, xs = np.nonzero(mask)
+        # within 8 px of the defect: the map is smoothed and computed at stride 8
+        grown[max(ys.min() - 8, 0) : ys.max() + 9, max(xs.min() - 8, 0) : xs.max() + 9] = True
+        peak = np.unravel_index(np.argmax(prediction.anomaly_map), mask.shape)
+        hits += bool(grown[peak])
+    assert hits / len(defective) >= 0.8
+
+
+def test_onnx_graph_takes_batch_one_and_many(trained_model: Path, synthetic_data: Path) -> None:
+    card = ModelCard.read(trained_model / "model.json")
+    images = [
+        to_model_input(read_image(s.path), card.input)
+        for s in open_dataset(synthetic_data).test[:3]
+    ]
+    session = ort.InferenceSession(str(trained_model / "model.onnx"))
+    batch = np.stack(images)
+    scores, maps = session.run(None, {"image": batch})
+    assert scores.shape == (3,) and maps.shape == (3, 256, 256)
+    one_score, _ = session.run(None, {"image": batch[1:2]})
+    assert one_score[0] == pytest.approx(scores[1], abs=1e-5)
+    assert np.all((maps >= 0) & (maps <= 1))
+
+
+def test_engine_refuses_an_altered_model(model_copy: Path) -> None:
+    onnx_path = model_copy / "model.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
+    with pytest.raises(Exception, match="sha256 does not match"):
+        Engine(model_copy)
+
+
+def test_interrupted_training_leaves_no_version(
+    synthetic_data: Path, small_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_export(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "export_onnx", broken_export)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_model(load_recipe(small_recipe), synthetic_data, tmp_path)
+    assert list((tmp_path / "test-parts").iterdir()) == []
+
+
+def test_defect_policies_need_defective_images(tmp_path: Path, small_recipe: Path) -> None:
+    from defectlens.datasets.synthetic import generate_dataset
+
+    data = generate_dataset(
+        tmp_path / "good-only", train_good=12, test_good=4, test_defect_per_kind=0, seed=1
+    )
+    with pytest.raises(RecipeError, match="target_frr"):
+        pipeline.train_model(load_recipe(small_recipe), data, tmp_path / "models")
+
+
+def test_report_metrics_match_model_card(trained_model: Path) -> None:
+    card = json.loads((trained_model / "model.json").read_text())
+    report = json.loads((trained_model / "report" / "metrics.json").read_text())
+    assert report["image_auroc"] == pytest.approx(card["metrics"]["image_auroc"])
