@@ -1,1 +1,37 @@
-"""The result store: SQL tables, Alembic migrations and the transactions the service calls."""
+"""The result store: SQL tables, Alembic migrations and the transactions the service calls.
+
+db = open_database(settings.resolved_database_url)   # migrated to the latest schema
+store = Store(db)
+store.save_result(result, images=[StoredImage("image", "2026/11/26/ID.png", 48211)])
+"""
+
+from defectlens.inference.store.database import Database, open_database
+from defectlens.inference.store.ids import new_result_id
+from defectlens.inference.store.migrate import upgrade
+from defectlens.inference.store.records import (
+    ApiKey,
+    AuditEntry,
+    Deployment,
+    ModelVersion,
+    Station,
+    StoredImage,
+)
+from defectlens.inference.store.service import MAX_PAGE, ResultExists, Store
+from defectlens.inference.store.tables import ROLES
+
+__all__ = [
+    "MAX_PAGE",
+    "ROLES",
+    "ApiKey",
+    "AuditEntry",
+    "Database",
+    "Deployment",
+    "ModelVersion",
+    "ResultExists",
+    "Station",
+    "Store",
+    "StoredImage",
+    "new_result_id",
+    "open_database",
+    "upgrade",
+]

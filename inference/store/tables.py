@@ -1,0 +1,314 @@
+"""The store's SQL tables as SQLAlchemy 2 typed ORM classes (one class a table, `...Row`).
+
+The schema itself is created and changed only by the Alembic migrations in `migrations/`;
+these classes must match them (a test compares the two). Every timestamp is stored and
+returned as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ROLES = ("line", "qa", "manager", "admin")
+"""API key roles: `line` inspects, `qa` labels, trains and promotes, `manager` reads reports,
+`admin` manages keys and settings."""
+
+IMAGE_KINDS = ("image", "heatmap")
+VERDICTS = ("OK", "NG")
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+"""Ids of the tables that grow with every part; SQLite only autoincrements `INTEGER`."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that goes in as UTC and comes out timezone-aware, on SQLite too.
+
+    SQLite keeps no zone, so values are normalised to UTC before they are written. A naive
+    datetime is taken to be UTC already (the service stamps times with `datetime.now(UTC)`).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return to_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return to_utc(value)
+
+
+def to_utc(value: datetime) -> datetime:
+    """`value` as aware UTC; a naive value is taken to be UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so migrations can alter them by name on every database.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class StationRow(Base):
+    """An inspection station (a camera position on a line); the unit models are deployed to."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ModelVersionRow(Base):
+    """A registered model version folder (immutable once written by training)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(128))
+    family: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class DeploymentRow(Base):
+    """One promotion of a model version to a station. Rows are never deleted: they are the
+    history. At most one row per station is active; a rollback marks the row it leaves."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_station_id_id", "station_id", "id"),
+        # One active deployment per station, enforced by the database itself.
+        Index(
+            "uq_deployments_active_station",
+            "station_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    promoted_at: Mapped[datetime] = mapped_column(default=utc_now)
+    promoted_by: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    rolled_back_at: Mapped[datetime | None] = mapped_column()
+
+    model_version: Mapped[ModelVersionRow] = relationship(lazy="joined")
+
+
+class ResultRow(Base):
+    """One inspected part: the `InspectionResult` contract flattened into columns."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('OK', 'NG')", name="verdict"),
+        Index("ix_results_station_received_at", "station", "received_at"),
+        Index("ix_results_serial", "serial"),
+        Index("ix_results_verdict", "verdict"),
+        Index("ix_results_received_at", "received_at"),
+    )
+
+    result_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(2))
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    station: Mapped[str] = mapped_column(String(64))
+    line: Mapped[str | None] = mapped_column(String(64))
+    product: Mapped[str | None] = mapped_column(String(128))
+    serial: Mapped[str | None] = mapped_column(String(128))
+    camera: Mapped[str | None] = mapped_column(String(64))
+    captured_at: Mapped[datetime | None] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column()
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    timings_ms: Mapped[dict[str, Any]] = mapped_column()
+    image_url: Mapped[str | None] = mapped_column(Text)
+    heatmap_url: Mapped[str | None] = mapped_column(Text)
+
+    defects: Mapped[list[ResultDefectRow]] = relationship(
+        order_by="ResultDefectRow.id", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class ResultDefectRow(Base):
+    """One defect found on a part (class, score, box in original image pixels)."""
+
+    __tablename__ = "result_defects"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    result_id: Mapped[str] = mapped_column(
+        ForeignKey("results.result_id", ondelete="CASCADE"), index=True
+    )
+    class_: Mapped[str] = mapped_column("class", String(64))
+    score: Mapped[float] = mapped_column(Float)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    area_px: Mapped[int] = mapped_column(Integer)
+
+
+class ImageRow(Base):
+    """A retained image or heat map file under the workspace's image folder."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        CheckConstraint("kind IN ('image', 'heatmap')", name="kind"),
+        Index("ix_images_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    result_id: Mapped[str] = mapped_column(
+        ForeignKey("results.result_id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    """Relative to the image folder (preferred, so the workspace can move) or absolute."""
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    labeled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Set when a QA engineer labels the result; retention never deletes such an image."""
+
+
+class LabelRow(Base):
+    """A QA engineer's label on a result; a correction is a new row pointing at the old one."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[str] = mapped_column(ForeignKey("results.result_id"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    defect_class: Mapped[str | None] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    overrides_label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
+
+
+class DatasetVersionRow(Base):
+    """A frozen dataset version under the workspace (id: its content hash)."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(Text)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class TrainingJobRow(Base):
+    """A training run started from the service; its log lives under the workspace's jobs/."""
+
+    __tablename__ = "training_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+
+
+class ApiKeyRow(Base):
+    """An API key: its public prefix and the sha256 of the whole key, never the key itself."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("role IN ('line', 'qa', 'manager', 'admin')", name="role"),
+        UniqueConstraint("prefix"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditLogRow(Base):
+    """Who changed what: promotions, rollbacks, key changes."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OutboxRow(Base):
+    """A result waiting to be delivered to one sink (MES webhook, MQTT, OPC UA).
+
+    Written in the same transaction as the result, so a result is never stored without its
+    deliveries nor delivered without being stored; (result_id, sink) is the idempotency key.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("result_id", "sink"),
+        Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    result_id: Mapped[str] = mapped_column(ForeignKey("results.result_id", ondelete="CASCADE"))
+    sink: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utc_now)
+    delivered_at: Mapped[datetime | None] = mapped_column()
