@@ -32,6 +32,8 @@ class PatchCore(nn.Module):
         channels: 1 for gray images (replicated to the backbone's 3), 3 for RGB.
         feature_dim: the embedding width kept after random projection (None keeps all).
         neighbourhood: side of the local average pooling window on each feature map.
+        position_weight: weight of two appended coordinate channels (0 turns them off); on
+            aligned parts it makes a patch match good patches from about the same place.
         map_sigma: Gaussian smoothing of the anomaly map, in input pixels.
         bank_size: rows of the memory bank (filled by `set_memory_bank`).
     """
@@ -58,6 +60,7 @@ class PatchCore(nn.Module):
         map_sigma: float = 4.0,
         bank_size: int = 1,
         seed: int = 0,
+        position_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.extractor = extractor
@@ -75,6 +78,9 @@ class PatchCore(nn.Module):
             generator = torch.Generator().manual_seed(seed)
             projection = torch.randn(embed_channels, dim, generator=generator) / math.sqrt(dim)
         self.register_buffer("projection", projection)
+        self.position_weight = position_weight
+        if position_weight > 0:
+            dim += 2
         self.register_buffer("memory_bank", torch.zeros(bank_size, dim))
         self.register_buffer("bank_sq_norm", torch.zeros(bank_size))
         kernel = gaussian_kernel1d(map_sigma)
@@ -108,7 +114,13 @@ class PatchCore(nn.Module):
             pooled.append(feature)
         stacked = torch.cat(pooled, dim=1)
         projected = torch.einsum("ndhw,dk->nkhw", stacked, self.projection)
-        return projected
+        if self.position_weight <= 0:
+            return projected
+        n, _, h, w = projected.shape
+        ys = torch.linspace(0.0, 1.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
+        xs = torch.linspace(0.0, 1.0, w).view(1, 1, 1, w).expand(n, 1, h, w)
+        position = torch.cat([ys, xs], dim=1) * self.position_weight
+        return torch.cat([projected, position], dim=1)
 
     def set_memory_bank(self, bank: torch.Tensor) -> None:
         self.memory_bank = bank.detach().float().contiguous()
