@@ -75,6 +75,7 @@ def _predict(args: argparse.Namespace) -> int:
         overlay_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     records = []
+    written: set[str] = set()
     for name in args.images:
         path = Path(name)
         try:
@@ -85,9 +86,11 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"defectlens: error: {exc}", file=sys.stderr)
             continue
         if overlay_dir is not None:
-            cv2.imwrite(
-                str(overlay_dir / f"{path.stem}_overlay.png"), render_overlay(image, prediction)
-            )
+            overlay_name = f"{path.stem}_overlay.png"
+            if overlay_name in written:  # the same stem from another folder: keep both
+                overlay_name = f"{path.parent.name}_{overlay_name}"
+            written.add(overlay_name)
+            cv2.imwrite(str(overlay_dir / overlay_name), render_overlay(image, prediction))
         record = {"image": str(path), **prediction.model_dump(mode="json", by_alias=True)}
         records.append(record)
         if not args.json:
