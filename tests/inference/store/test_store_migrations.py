@@ -1,0 +1,67 @@
+"""Migrations: the only way the schema is made; they match the ORM tables on both databases."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from defectlens.errors import DefectLensError, InputError
+from defectlens.inference.store import Database, open_database, upgrade
+from defectlens.inference.store.connect import make_engine
+from defectlens.inference.store.migrate import current_revision, head_revision
+from defectlens.inference.store.tables import Base
+
+TABLES = {
+    "stations", "model_versions", "deployments", "results", "result_defects", "images",
+    "labels", "dataset_versions", "training_jobs", "api_keys", "audit_log", "outbox",
+}  # fmt: skip
+
+
+def test_migrations_on_an_empty_database_twice(database_url: str) -> None:
+    upgrade(database_url)
+    upgrade(database_url)  # already at head: nothing to do, no error
+    engine = make_engine(database_url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+    open_database(database_url).close()  # opening migrates too, and is as idempotent
+
+
+def test_migrated_schema_matches_the_tables(db: Database) -> None:
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    path = tmp_path / "workspace" / "defectlens.db"  # the folder is created on open
+    with open_database(f"sqlite:///{path}") as db, db.read() as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert (session.execute(text("PRAGMA busy_timeout")).scalar() or 0) >= 1000
+    assert path.exists()
+
+
+def test_unreachable_server_names_the_url_without_its_password() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://plant:s3cret-pw@127.0.0.1:{port}/defectlens"
+    with pytest.raises(DefectLensError) as caught:
+        open_database(url)
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/defectlens" in message and "plant" in message
+    assert "s3cret-pw" not in message
+
+
+def test_malformed_url_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="not a SQLAlchemy URL"):
+        open_database("no database here")
