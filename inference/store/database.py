@@ -46,9 +46,11 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session in one transaction, rolled back at the end (nothing is written)."""
-        with self._reader() as session, session.begin():
-            yield session
-            session.rollback()
+        with self._reader() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     @contextmanager
     def write(self) -> Iterator[Session]:

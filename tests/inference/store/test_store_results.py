@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +12,7 @@ from store_factories import DEFECTS, T0, make_result
 from defectlens.errors import InputError
 from defectlens.inference.store import Database, ResultExists, Store, StoredImage
 from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
+from defectlens.result import InspectionResult
 
 
 def counts(db: Database) -> dict[str, int]:
@@ -147,3 +149,16 @@ def test_verdict_counts_by_station_and_time(store: Store) -> None:
         "total": 3,
     }
     assert store.verdict_counts(station="nowhere") == {"OK": 0, "NG": 0, "total": 0}
+
+
+def test_concurrent_writers_lose_nothing(store: Store, db: Database) -> None:
+    # The service saves from a thread pool; on SQLite writers queue on the busy timeout.
+    results = [make_result(n, defects=DEFECTS) for n in range(60)]
+
+    def save(chunk: list[InspectionResult]) -> None:
+        for result in chunk:
+            store.save_result(result, images=[("image", f"{result.result_id}.png", 10)])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(save, [results[i::6] for i in range(6)]))
+    assert counts(db) == {"results": 60, "result_defects": 120, "images": 60, "outbox": 0}
