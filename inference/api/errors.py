@@ -1,0 +1,116 @@
+"""HTTP errors: the defectlens exception family mapped to status codes, always `{"detail": str}`.
+
+Client mistakes are `InputError`s and become 4xx with the message as it was raised; a 5xx
+means a fault of the service or its machine, never of the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from defectlens.errors import DefectLensError, InputError
+from defectlens.inference.engine_registry import StationNotServed
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(InputError):
+    """A station, result, model version or image that does not exist (404)."""
+
+
+class Conflict(InputError):
+    """The request is valid but the state does not allow it, e.g. nothing to roll back (409)."""
+
+
+class PayloadTooLarge(InputError):
+    """An upload over `max_upload_bytes` or an image over `max_pixels` (413)."""
+
+
+class UnsupportedMediaType(InputError):
+    """A body that is neither multipart, image/* nor application/octet-stream (415)."""
+
+
+class InspectionTimeout(DefectLensError):
+    """An inspection ran past `request_timeout_s` (504); nothing was stored."""
+
+
+class Unauthenticated(InputError):
+    """No API key, or an unknown or revoked one (401)."""
+
+
+class Forbidden(InputError):
+    """A valid key whose role may not call the route (403)."""
+
+
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (StationNotServed, 409),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (InputError, 422),
+    (InspectionTimeout, 504),
+)
+
+
+def status_for(exc: Exception) -> int:
+    """The HTTP status of a defectlens error (500 for anything not listed)."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def describe_validation(errors: list[Any]) -> str:
+    """FastAPI's validation error list as one sentence naming each field."""
+    parts = []
+    for error in errors:
+        location = [str(item) for item in error.get("loc", ()) if item != "body"]
+        where = location[0] if location else "request"
+        field = ".".join(location[1:]) if len(location) > 1 else ""
+        label = f"{where} field {field!r}" if field else where
+        if where in ("query", "path", "header"):
+            label = f"{where} parameter {field!r}"
+        parts.append(f"{label}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn exceptions into `{"detail": "..."}` responses."""
+
+    async def defectlens_error(request: Request, exc: Exception) -> JSONResponse:
+        status = status_for(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'} if status == 401 else {}
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        return JSONResponse({"detail": describe_validation(list(errors))}, status_code=422)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the service log has the cause"},
+            status_code=500,
+        )
+
+    app.add_exception_handler(DefectLensError, defectlens_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,83 @@
+"""Retained images and heat maps on disk: which to keep, where they go, how they are written.
+
+Layout: `<home>/images/YYYY/MM/DD/<result_id>.<ext>` (the bytes the line sent, unchanged)
+and `<result_id>_heatmap.png` beside it. Files are written to a temporary name and renamed,
+so a reader never sees half an image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from defectlens.prediction import Verdict
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"BM", ".bmp"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+)
+MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff"}
+HEATMAP_SUFFIX = "_heatmap.png"
+
+
+def keep_image(verdict: Verdict, keep_ok_fraction: float, draw: float) -> bool:
+    """Every NG image is kept; an OK image when `draw` (uniform in [0, 1)) falls under the
+    fraction, so about that share of OK parts is kept as a reference sample."""
+    return verdict == "NG" or draw < keep_ok_fraction
+
+
+def image_suffix(data: bytes) -> str:
+    """The file extension for encoded image bytes, from their magic number."""
+    for magic, suffix in _MAGIC:
+        if data.startswith(magic):
+            return suffix
+    return ".img"
+
+
+def day_folder(images_dir: Path, received_at: datetime) -> Path:
+    """`<images>/YYYY/MM/DD` of the day a part was received (UTC)."""
+    return images_dir / f"{received_at:%Y}" / f"{received_at:%m}" / f"{received_at:%d}"
+
+
+def image_path(images_dir: Path, result_id: str, received_at: datetime, suffix: str) -> Path:
+    """Where a result's image with `suffix` (`.png`, `_heatmap.png`, ...) is kept."""
+    return day_folder(images_dir, received_at) / f"{result_id}{suffix}"
+
+
+def find_image(images_dir: Path, result_id: str, received_at: datetime) -> Path | None:
+    """The retained original image of a result, whatever its format, or None."""
+    folder = day_folder(images_dir, received_at)
+    for suffix in (*dict.fromkeys(suffix for _, suffix in _MAGIC), ".img"):
+        path = folder / f"{result_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def encode_png(bgr: np.ndarray) -> bytes:
+    """PNG bytes of a BGR (or gray) uint8 picture; fast compression, it is a preview."""
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 picture
+        raise ValueError("PNG encoding failed")
+    return encoded.tobytes()

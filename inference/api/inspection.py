@@ -1,0 +1,236 @@
+"""One part through the service: the station's engine, image retention, the stored result.
+
+`inspect_part` runs in a worker thread; `run_inspection` gives it the request timeout. A
+result is stored, with its image rows, in one transaction after its files are written; on
+any error or timeout the files are removed and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from defectlens.datasets.images import decode_image, header_size
+from defectlens.inference.api.errors import (
+    InspectionTimeout,
+    NotFound,
+    PayloadTooLarge,
+)
+from defectlens.inference.api.images import (
+    HEATMAP_SUFFIX,
+    encode_png,
+    find_image,
+    image_path,
+    image_suffix,
+    keep_image,
+    write_atomically,
+)
+from defectlens.inference.api.state import ServiceState
+from defectlens.inference.api.upload import PartMetadata
+from defectlens.inference.engine import Engine
+from defectlens.inference.engine_registry import StationNotServed
+from defectlens.inference.overlay import render_overlay
+from defectlens.inference.store import StoredImage, new_result_id
+from defectlens.result import InspectionResult
+
+log = logging.getLogger(__name__)
+
+
+class Attempt:
+    """An inspection the request may give up on: once abandoned it must not store anything,
+    and once stored it can no longer be abandoned (the caller then gets the result)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.result: InspectionResult | None = None
+
+    def store(
+        self, state: ServiceState, result: InspectionResult, images: list[StoredImage]
+    ) -> None:
+        with self._lock:
+            if self._abandoned:
+                raise InspectionTimeout("abandoned after the request timeout; nothing stored")
+            state.store.save_result(result, images)
+            self.result = result
+
+    def abandon(self) -> bool:
+        """Give up; False if the result was already stored (then use `self.result`)."""
+        with self._lock:
+            if self.result is not None:
+                return False
+            self._abandoned = True
+            return True
+
+
+async def run_inspection(
+    state: ServiceState, data: bytes, metadata: PartMetadata, overlay: bool
+) -> InspectionResult:
+    """`inspect_part` in a worker thread, answered 504 after `request_timeout_s`."""
+    attempt = Attempt()
+    work = functools.partial(inspect_part, state, data, metadata, overlay, attempt)
+    timeout = state.settings.request_timeout_s
+    try:
+        with anyio.fail_after(timeout):
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except TimeoutError:
+        if attempt.abandon():
+            raise InspectionTimeout(
+                f"inspection took longer than {timeout:g} s (DEFECTLENS_REQUEST_TIMEOUT_S); "
+                "nothing was stored. Retry, or check the service's load"
+            ) from None
+        assert attempt.result is not None
+        return attempt.result
+
+
+def station_engine(state: ServiceState, station: str) -> Engine:
+    """The engine serving `station`: `NotFound` for an unknown station, `StationNotServed`
+    (409) for a known one without a loaded model."""
+    try:
+        return state.registry.get(station)
+    except StationNotServed:
+        if state.store.get_station(station) is None:
+            raise NotFound(
+                f"station {station!r} is not known; create it (POST /v1/stations) and promote "
+                "a model to it first"
+            ) from None
+        raise
+
+
+def inspect_part(
+    state: ServiceState,
+    data: bytes,
+    metadata: PartMetadata,
+    overlay: bool,
+    attempt: Attempt | None = None,
+) -> InspectionResult:
+    """Inspect one part and store the result; the engine is taken once, so a model swap
+    during the call does not affect it."""
+    settings = state.settings
+    engine = station_engine(state, metadata.station)
+    started = time.perf_counter()
+    received_at = datetime.now(UTC)
+    result_id = new_result_id(received_at)
+    source = f"image of station {metadata.station} ({len(data)} bytes)"
+    _check_pixels(data, settings.max_pixels, source)
+    decoded = decode_image(data, source, max_pixels=settings.max_pixels)
+    decode_ms = (time.perf_counter() - started) * 1000.0
+    prediction = engine.predict(decoded, source=source, with_map=overlay)
+    prediction.timings_ms.decode = decode_ms
+    prediction.timings_ms.total += decode_ms
+
+    keep = overlay or keep_image(prediction.verdict, settings.keep_ok_fraction, random.random())
+    written: list[Path] = []
+    images: list[StoredImage] = []
+    try:
+        if keep:
+            path = image_path(settings.images_dir, result_id, received_at, image_suffix(data))
+            _write(path, data, "image", settings.images_dir, written, images)
+            if overlay:
+                png = encode_png(render_overlay(decoded, prediction))
+                path = image_path(settings.images_dir, result_id, received_at, HEATMAP_SUFFIX)
+                _write(path, png, "heatmap", settings.images_dir, written, images)
+        result = InspectionResult(
+            result_id=result_id,
+            verdict=prediction.verdict,
+            score=prediction.score,
+            threshold=prediction.threshold,
+            defects=prediction.defects,
+            timings_ms=prediction.timings_ms,
+            model=prediction.model,
+            station=metadata.station,
+            line=metadata.line,
+            product=metadata.product,
+            serial=metadata.serial,
+            camera=metadata.camera,
+            captured_at=metadata.captured_at,
+            received_at=received_at,
+            image_url=f"/v1/results/{result_id}/image" if keep else None,
+            heatmap_url=f"/v1/results/{result_id}/heatmap" if keep else None,
+        )
+        if attempt is not None:
+            attempt.store(state, result, images)
+        else:
+            state.store.save_result(result, images)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    state.metrics.verdicts.labels(metadata.station, result.verdict).inc()
+    state.metrics.model_time.labels(metadata.station).observe(prediction.timings_ms.model / 1e3)
+    state.metrics.inspection_time.labels(metadata.station).observe(time.perf_counter() - started)
+    log.info(
+        "inspected %s: %s %.3f",
+        metadata.serial or "(no serial)",
+        result.verdict,
+        result.score,
+        extra={"station": metadata.station, "serial": metadata.serial, "result_id": result_id},
+    )
+    return result
+
+
+def heatmap_png(state: ServiceState, result: InspectionResult) -> bytes:
+    """The heat-map overlay of a stored result: the file if one was written, else rendered
+    from the retained image with the model version that inspected it."""
+    images_dir = state.settings.images_dir
+    stored = image_path(images_dir, result.result_id, result.received_at, HEATMAP_SUFFIX)
+    if stored.is_file():
+        return stored.read_bytes()
+    original = retained_image(state, result)
+    version = next(
+        (
+            v
+            for v in state.store.list_model_versions()
+            if (v.name, v.version) == (result.model.name, result.model.version)
+        ),
+        None,
+    )
+    if version is None:
+        raise NotFound(
+            f"result {result.result_id}: model {result.model.name} {result.model.version} is "
+            "no longer registered, so its heat map cannot be rendered"
+        )
+    engine = state.registry.load(Path(version.path))
+    decoded = decode_image(original.read_bytes(), str(original))
+    prediction = engine.predict(decoded, source=str(original), with_map=True)
+    return encode_png(render_overlay(decoded, prediction))
+
+
+def retained_image(state: ServiceState, result: InspectionResult) -> Path:
+    """The retained image file of a result; `NotFound` if it was not kept or was deleted."""
+    path = find_image(state.settings.images_dir, result.result_id, result.received_at)
+    if path is None:
+        raise NotFound(
+            f"result {result.result_id}: its image was not retained (only NG parts and a "
+            "sample of OK parts are kept) or retention has deleted it"
+        )
+    return path
+
+
+def _check_pixels(data: bytes, max_pixels: int, source: str) -> None:
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise PayloadTooLarge(
+            f"{source}: image is {size[0]}×{size[1]} = {size[0] * size[1]} pixels, over the "
+            f"limit of {max_pixels} (DEFECTLENS_MAX_PIXELS); send a smaller image"
+        )
+
+
+def _write(
+    path: Path,
+    data: bytes,
+    kind: str,
+    images_dir: Path,
+    written: list[Path],
+    images: list[StoredImage],
+) -> None:
+    write_atomically(path, data)
+    written.append(path)
+    images.append(StoredImage(kind, path.relative_to(images_dir).as_posix(), len(data)))

@@ -1,0 +1,102 @@
+"""`POST /v1/inspect`: one part's image in, its stored `InspectionResult` out."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from defectlens.inference.api.dependencies import Inspector, State
+from defectlens.inference.api.inspection import run_inspection
+from defectlens.inference.api.upload import part_metadata, read_upload
+from defectlens.result import InspectionResult
+
+router = APIRouter(prefix="/v1", tags=["inspect"])
+
+_METADATA_PROPERTIES: dict[str, Any] = {
+    "station": {"type": "string", "description": "station id (required here or in the query)"},
+    "line": {"type": "string"},
+    "product": {"type": "string"},
+    "serial": {"type": "string", "description": "the part's serial number"},
+    "camera": {"type": "string"},
+    "captured_at": {"type": "string", "format": "date-time"},
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The image (JPG, PNG, BMP or TIFF; 8 or 16 bit; gray, RGB or RGBA), "
+        "as a multipart file field `file` with metadata fields, or as the raw body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **_METADATA_PROPERTIES,
+                    },
+                }
+            },
+            "image/*": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no API key, or an unknown or revoked one"},
+    403: {"description": "the key's role may not inspect"},
+    404: {"description": "unknown station"},
+    409: {"description": "the station has no model loaded"},
+    413: {"description": "upload over the byte limit or image over the pixel limit"},
+    415: {"description": "the body is not multipart, image/* or application/octet-stream"},
+    422: {"description": "unreadable image or invalid metadata (the detail says which)"},
+    504: {"description": "the inspection ran past the request timeout; nothing stored"},
+}
+
+Text = Annotated[str | None, Query(max_length=256)]
+
+
+@router.post(
+    "/inspect",
+    response_model=InspectionResult,
+    response_model_by_alias=True,
+    openapi_extra=_IMAGE_BODY,
+    responses=_ERRORS,
+    summary="Inspect one part",
+)
+async def inspect(
+    request: Request,
+    state: State,
+    caller: Inspector,
+    station: Text = None,
+    line: Text = None,
+    product: Text = None,
+    serial: Text = None,
+    camera: Text = None,
+    captured_at: Annotated[
+        str | None, Query(max_length=64, description="ISO 8601 capture time")
+    ] = None,
+    overlay: Annotated[
+        bool, Query(description="also render the heat-map overlay now (heatmap_url)")
+    ] = False,
+) -> InspectionResult:
+    """Run the station's active model on the image, keep the image if it is NG (or sampled
+    OK), store the result and return it. Metadata may come as form fields or query
+    parameters; `station` is required."""
+    data, form = await read_upload(request, state.settings.max_upload_bytes)
+    query = {
+        name: value
+        for name, value in (
+            ("station", station),
+            ("line", line),
+            ("product", product),
+            ("serial", serial),
+            ("camera", camera),
+            ("captured_at", captured_at),
+        )
+        if value is not None
+    }
+    metadata = part_metadata(form, query)
+    return await run_inspection(state, data, metadata, overlay)

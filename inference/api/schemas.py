@@ -1,0 +1,108 @@
+"""Request and response bodies of the HTTP API (pydantic), kept apart from the store's tables.
+
+The inspection result itself is `defectlens.result.InspectionResult`, the one contract shared
+with the store and the MES payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from defectlens.prediction import ModelRef
+from defectlens.result import InspectionResult
+
+STATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""Letters, digits, `.`, `_`, `-`; 1 to 64 characters, starting with a letter or digit."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ResultPage(BaseModel):
+    """A page of results, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[InspectionResult]
+    next_cursor: str | None = None
+
+
+class StationCreate(_Body):
+    id: str = Field(pattern=STATION_ID_PATTERN, examples=["line1-cam1"])
+    line: str | None = Field(default=None, max_length=64)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class Station(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    line: str | None = None
+    description: str | None = None
+    model: ModelRef | None = None
+    """The model version promoted for the station (from the store)."""
+    serving: bool = False
+    """Whether this service instance has that model loaded and answers inspections."""
+    problem: str | None = None
+
+
+class ModelVersion(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: int
+    name: str
+    version: str
+    family: str
+    path: str
+    sha256: str
+    created_at: datetime | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    stations: list[str] = Field(default_factory=list)
+    """Stations on which this version is the active one."""
+
+
+class PromoteRequest(_Body):
+    """Which model version to promote: a registered version's id, or a version folder on
+    the service's machine (registered on the way)."""
+
+    model_dir: str | None = Field(default=None, min_length=1, max_length=4096)
+    model_version_id: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PromoteRequest:
+        if (self.model_dir is None) == (self.model_version_id is None):
+            raise ValueError("give exactly one of model_dir and model_version_id")
+        return self
+
+
+class Deployment(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    station: str
+    model: ModelVersion
+    promoted_at: datetime
+    promoted_by: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class StationReadiness(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    station: str
+    model: str | None
+    ready: bool
+    problem: str | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: str
+    """`ok`, or why the database cannot be reached."""
+    auth: Literal["enabled", "disabled"]
+    stations: list[StationReadiness]
+    problems: list[str] = Field(default_factory=list)

@@ -1,0 +1,44 @@
+"""What one running service holds: settings, the store, the loaded engines, metrics, keys.
+
+Created by the app's lifespan and reached from routes through `Depends(get_state)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from fastapi import Request
+
+from defectlens.inference.api.auth import ROLES, Caller, KeyCache, Role
+from defectlens.inference.api.metrics import ServiceMetrics
+from defectlens.inference.api.settings import ServiceSettings
+from defectlens.inference.engine_registry import EngineRegistry
+from defectlens.inference.store import Database, Store
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    database: Database
+    store: Store
+    registry: EngineRegistry
+    metrics: ServiceMetrics
+    keys: KeyCache
+
+
+def get_state(request: Request) -> ServiceState:
+    """The running service's state (a FastAPI dependency)."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def verify_key(store: Store, key: str) -> Caller | None:
+    """The caller a presented key belongs to, from the store (None if unknown or revoked)."""
+    found = store.verify_key(key)
+    if found is None:
+        return None
+    key_id, role = found
+    if role not in ROLES:  # the table's CHECK constraint rules this out
+        return None
+    return Caller(role=cast(Role, role), name=f"key:{key_id}", key_id=key_id)

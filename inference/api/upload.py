@@ -1,0 +1,136 @@
+"""Reading an inspection request: the image bytes (multipart or raw body, within the size
+limit) and the part's metadata (form fields or query parameters), checked field by field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from datetime import UTC, datetime
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from defectlens.errors import InputError
+from defectlens.inference.api.errors import PayloadTooLarge, UnsupportedMediaType
+from defectlens.inference.api.schemas import STATION_ID_PATTERN
+
+METADATA_FIELDS = ("station", "line", "product", "serial", "camera", "captured_at")
+FILE_FIELDS = ("file", "image")
+_MULTIPART_SLACK = 64 * 1024
+"""Room for multipart boundaries and metadata fields on top of the image's byte limit."""
+
+
+class PartMetadata(BaseModel):
+    """Where and when a part was photographed; `station` picks the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    station: str = Field(pattern=STATION_ID_PATTERN)
+    line: str | None = Field(default=None, max_length=64)
+    product: str | None = Field(default=None, max_length=128)
+    serial: str | None = Field(default=None, max_length=128)
+    camera: str | None = Field(default=None, max_length=64)
+    captured_at: datetime | None = None
+    """ISO 8601; a time without a zone is taken as UTC. Kept in UTC, as the store keeps it."""
+
+    @field_validator("captured_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def part_metadata(form: Mapping[str, str], query: Mapping[str, str]) -> PartMetadata:
+    """Metadata from form fields, else query parameters; an `InputError` naming the field."""
+    values: dict[str, str] = {}
+    for name in METADATA_FIELDS:
+        value = form.get(name) or query.get(name)
+        if value is not None and value.strip() != "":
+            values[name] = value.strip()
+    if "station" not in values:
+        raise InputError(
+            "station is required: send it as a form field or query parameter "
+            "(e.g. /v1/inspect?station=line1-cam1)"
+        )
+    try:
+        return PartMetadata.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(item) for item in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise InputError(f"part metadata: {problems}") from None
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole request body, or `PayloadTooLarge` as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, dict[str, str]]:
+    """(image bytes, form fields) of an inspection request.
+
+    Accepts `multipart/form-data` with the image in a `file` (or `image`) part, or the image
+    itself as the body with `Content-Type: image/*` or `application/octet-stream`.
+    """
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        body = await read_limited(request, max_bytes + _MULTIPART_SLACK)
+        return await _parse_multipart(request, body, max_bytes)
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
+        return await read_limited(request, max_bytes), {}
+    raise UnsupportedMediaType(
+        f"Content-Type {content_type or '(none)'!r} is not accepted: send the image as "
+        "multipart/form-data (field 'file') or as the body with Content-Type image/* or "
+        "application/octet-stream"
+    )
+
+
+async def _parse_multipart(
+    request: Request, body: bytes, max_bytes: int
+) -> tuple[bytes, dict[str, str]]:
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, stream(), max_files=2, max_fields=20)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InputError(f"multipart body: {exc.message}") from None
+    try:
+        fields: dict[str, str] = {}
+        image: bytes | None = None
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name in FILE_FIELDS and image is None:
+                    image = await value.read()
+            else:
+                fields[name] = value
+    finally:
+        await form.close()
+    if image is None:
+        raise InputError("multipart body has no image: put it in a file field named 'file'")
+    if len(image) > max_bytes:
+        raise _too_large(len(image), max_bytes)
+    return image, fields
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"upload of {size} bytes is over the limit of {limit} bytes "
+        "(DEFECTLENS_MAX_UPLOAD_BYTES); send a smaller image"
+    )
