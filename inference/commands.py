@@ -1,0 +1,175 @@
+"""The service's commands: `defectlens serve`, `defectlens models ...`, `defectlens keys ...`.
+
+`defectlens.cli` calls `add_commands`; each handler opens the store from the settings
+(`DEFECTLENS_HOME`, `DEFECTLENS_DATABASE_URL`) and calls one store or service function.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from defectlens.errors import InputError
+
+EXIT_OK = 0
+ROLE_CHOICES = ("line", "qa", "manager", "admin")
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `serve`, `models` and `keys` to the `defectlens` command."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the inspection service (HTTP API, OpenAPI docs at /docs)",
+        description="One process with one worker: every worker would load every station's "
+        "model, so scale by running one service per line or edge box against a shared "
+        "database instead. Settings: DEFECTLENS_* environment variables (see the README).",
+    )
+    serve.add_argument("--host", help="listen address (default: $DEFECTLENS_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $DEFECTLENS_PORT or 8000)")
+    serve.set_defaults(handler=_serve)
+
+    models = commands.add_parser("models", help="model versions and which station runs which")
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = models_commands.add_parser("list", help="registered versions and their metrics")
+    listing.set_defaults(handler=_models_list)
+    promote = models_commands.add_parser(
+        "promote",
+        help="make a model version folder the active model of a station",
+        description="Verifies and loads the folder, registers it, and records it as the "
+        "station's active model (the station is created if new). A running service swaps to "
+        "it within DEFECTLENS_DEPLOYMENT_POLL_S seconds.",
+    )
+    promote.add_argument("model_dir", metavar="MODEL_DIR", help="a folder `defectlens train` wrote")
+    promote.add_argument("--station", required=True, help="station id, e.g. line1-cam1")
+    promote.set_defaults(handler=_models_promote)
+    rollback = models_commands.add_parser(
+        "rollback", help="return a station to the model it ran before the current one"
+    )
+    rollback.add_argument("--station", required=True, help="station id")
+    rollback.set_defaults(handler=_models_rollback)
+
+    keys = commands.add_parser("keys", help="API keys: create, list, revoke")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = keys_commands.add_parser(
+        "create",
+        help="create a key; the key is printed once, on the last line",
+        description="Roles: line (inspect), qa (also create stations, promote, roll back), "
+        "manager (read results, stations, models), admin (everything).",
+    )
+    create.add_argument("--role", required=True, choices=ROLE_CHOICES)
+    create.add_argument("--name", help="who or what uses it, e.g. line1-plc (default: the role)")
+    create.set_defaults(handler=_keys_create)
+    keys_commands.add_parser("list", help="every key (never the key itself)").set_defaults(
+        handler=_keys_list
+    )
+    revoke = keys_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id", metavar="ID", type=int)
+    revoke.set_defaults(handler=_keys_revoke)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from defectlens.inference.api.app import create_app
+    from defectlens.inference.api.settings import ServiceSettings
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = ServiceSettings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level="info",
+        access_log=False,  # /metrics counts requests; a log line per part is noise
+    )
+    return EXIT_OK
+
+
+def _store() -> Any:
+    from defectlens.inference.api.settings import ServiceSettings
+    from defectlens.inference.store import Store, open_database
+
+    return Store(open_database(ServiceSettings().resolved_database_url))
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from defectlens.inference.api.deployments import model_version_schemas
+
+    versions = model_version_schemas(_store())
+    if not versions:
+        print("no model versions registered; `defectlens models promote MODEL_DIR --station ID`")
+        return EXIT_OK
+    print(
+        f"{'id':>4}  {'name':<16} {'version':<26} {'AUROC':>6} {'escape':>7} {'FRR':>6}  stations"
+    )
+    for version in versions:
+        metrics = version.metrics
+        print(
+            f"{version.id:>4}  {version.name:<16} {version.version:<26} "
+            f"{_figure(metrics.get('image_auroc')):>6} {_figure(metrics.get('escape_rate')):>7} "
+            f"{_figure(metrics.get('false_reject_rate')):>6}  {', '.join(version.stations) or '-'}"
+        )
+    return EXIT_OK
+
+
+def _models_promote(args: argparse.Namespace) -> int:
+    from defectlens.inference.api.deployments import register_model_dir
+    from defectlens.inference.engine import Engine
+
+    folder = Path(args.model_dir)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such model version folder")
+    Engine(folder, threads=1, warmup=True)  # refuse a folder that does not verify and run
+    store = _store()
+    version = register_model_dir(store, folder)
+    deployment = store.promote(args.station, version.id, actor="cli")
+    print(
+        f"station {deployment.station_id}: {version.name} {version.version} "
+        f"(model version {version.id}) is active"
+    )
+    return EXIT_OK
+
+
+def _models_rollback(args: argparse.Namespace) -> int:
+    deployment = _store().rollback(args.station, actor="cli")
+    version = deployment.model_version
+    print(f"station {deployment.station_id}: back to {version.name} {version.version}")
+    return EXIT_OK
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    key_id, key = _store().create_key(args.role, args.name or args.role, actor="cli")
+    print(f"created API key {key_id} (role {args.role}); it is shown only now:")
+    print(key)
+    return EXIT_OK
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    keys = _store().list_keys()
+    if not keys:
+        print("no API keys; `defectlens keys create --role ROLE`")
+        return EXIT_OK
+    print(f"{'id':>4}  {'prefix':<9} {'role':<8} {'name':<24} {'created':<20} revoked")
+    for key in keys:
+        revoked = f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-"
+        print(
+            f"{key.id:>4}  {key.prefix:<9} {key.role:<8} {key.name:<24} "
+            f"{key.created_at:%Y-%m-%d %H:%M}{'':<4} {revoked}"
+        )
+    return EXIT_OK
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    key = _store().revoke_key(args.key_id, actor="cli")
+    print(f"API key {key.id} ({key.role}, {key.name}) revoked")
+    return EXIT_OK
+
+
+def _figure(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
