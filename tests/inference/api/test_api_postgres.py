@@ -1,0 +1,35 @@
+"""The same service on a real PostgreSQL server: inspect, trace, page, promote, roll back."""
+
+from __future__ import annotations
+
+import pytest
+from api_service import STATION, Service
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def test_round_trip_pages_and_deployments(service: Service, good_part: bytes) -> None:
+    ids = [service.inspect(good_part, serial=f"PG-{i}").json()["result_id"] for i in range(5)]
+    reader = service.auth("manager")
+    one = service.client.get("/v1/results", params={"serial": "PG-3"}, headers=reader).json()
+    assert [item["result_id"] for item in one["items"]] == [ids[3]]
+    first = service.client.get("/v1/results", params={"limit": 3}, headers=reader).json()
+    rest = service.client.get(
+        "/v1/results", params={"limit": 3, "cursor": first["next_cursor"]}, headers=reader
+    ).json()
+    assert [i["result_id"] for i in first["items"] + rest["items"]] == ids[::-1]
+    assert rest["next_cursor"] is None
+
+    second = service.model_dirs[1]
+    promoted = service.client.post(
+        f"/v1/stations/{STATION}/promote", json={"model_dir": str(second)},
+        headers=service.auth("qa"),
+    )  # fmt: skip
+    assert promoted.status_code == 200, promoted.text
+    assert service.inspect(good_part).json()["model"]["version"] == second.name
+    back = service.client.post(f"/v1/stations/{STATION}/rollback", headers=service.auth("qa"))
+    assert back.status_code == 200
+    assert service.inspect(good_part).json()["model"]["version"] == service.model_dirs[0].name
+    assert service.client.get("/readyz").json()["ready"] is True
+    assert service.inspect(b"", serial="bad").status_code == 422
+    assert service.stored_count() == 7
