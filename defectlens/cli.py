@@ -199,10 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """serve, models, keys: the inspection service's commands live beside the service."""
-    try:
-        from defectlens.inference.commands import add_commands
-    except ImportError:  # the service is not part of this build yet
-        return
+    from defectlens.inference.commands import add_commands
+
     add_commands(commands)
 
 
