@@ -66,11 +66,19 @@ class KeyCache:
         self._entries: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: str) -> tuple[bool, Caller | None]:
+        """(True, caller or None) if the key was verified less than `ttl_s` ago, else
+        (False, None): then call `caller`, which asks the database."""
+        entry = self._entries.get(_digest(key))
+        if entry is not None and entry[0] > time.monotonic():
+            return True, entry[1]
+        return False, None
+
     def caller(self, key: str) -> Caller | None:
         """The caller the key belongs to, or None for an unknown or revoked key."""
         if self._ttl_s <= 0:
             return self._verify(key)
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        digest = _digest(key)
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is not None and entry[0] > now:
@@ -86,3 +94,7 @@ class KeyCache:
         """Forget every verified key (after a revocation through this service)."""
         with self._lock:
             self._entries.clear()
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

@@ -27,8 +27,8 @@ class ServiceState:
     keys: KeyCache
 
 
-def get_state(request: Request) -> ServiceState:
-    """The running service's state (a FastAPI dependency)."""
+async def get_state(request: Request) -> ServiceState:
+    """The running service's state (a FastAPI dependency; async, so it costs no thread hop)."""
     state: ServiceState = request.app.state.service
     return state
 

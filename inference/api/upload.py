@@ -49,6 +49,8 @@ def part_metadata(form: Mapping[str, str], query: Mapping[str, str]) -> PartMeta
     for name in METADATA_FIELDS:
         value = form.get(name) or query.get(name)
         if value is not None and value.strip() != "":
+            if len(value) > 256:
+                raise InputError(f"part metadata: {name} is {len(value)} characters, too long")
             values[name] = value.strip()
     if "station" not in values:
         raise InputError(
@@ -63,6 +65,16 @@ def part_metadata(form: Mapping[str, str], query: Mapping[str, str]) -> PartMeta
             for error in exc.errors()
         )
         raise InputError(f"part metadata: {problems}") from None
+
+
+def overlay_flag(query: Mapping[str, str]) -> bool:
+    """The `overlay` query parameter: true/false (also 1/0, yes/no); absent is false."""
+    value = query.get("overlay", "false").strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    raise InputError(f"query parameter 'overlay': {value!r} is not a boolean (true or false)")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from defectlens.inference.api.dependencies import Inspector, State
 from defectlens.inference.api.inspection import run_inspection
-from defectlens.inference.api.upload import part_metadata, read_upload
+from defectlens.inference.api.upload import overlay_flag, part_metadata, read_upload
 from defectlens.result import InspectionResult
 
 router = APIRouter(prefix="/v1", tags=["inspect"])
@@ -55,48 +56,35 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"description": "the inspection ran past the request timeout; nothing stored"},
 }
 
-Text = Annotated[str | None, Query(max_length=256)]
+_QUERY_PARAMETERS: list[dict[str, Any]] = [
+    {"name": name, "in": "query", "required": False, "schema": {**schema, "maxLength": 256}}
+    for name, schema in _METADATA_PROPERTIES.items()
+] + [
+    {
+        "name": "overlay",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean", "default": False},
+        "description": "also render the heat-map overlay now (heatmap_url)",
+    }
+]
+_OPENAPI = {**_IMAGE_BODY, "parameters": _QUERY_PARAMETERS}
 
 
 @router.post(
     "/inspect",
     response_model=InspectionResult,
-    response_model_by_alias=True,
-    openapi_extra=_IMAGE_BODY,
+    openapi_extra=_OPENAPI,
     responses=_ERRORS,
     summary="Inspect one part",
 )
-async def inspect(
-    request: Request,
-    state: State,
-    caller: Inspector,
-    station: Text = None,
-    line: Text = None,
-    product: Text = None,
-    serial: Text = None,
-    camera: Text = None,
-    captured_at: Annotated[
-        str | None, Query(max_length=64, description="ISO 8601 capture time")
-    ] = None,
-    overlay: Annotated[
-        bool, Query(description="also render the heat-map overlay now (heatmap_url)")
-    ] = False,
-) -> InspectionResult:
+async def inspect(request: Request, state: State, caller: Inspector) -> Response:
     """Run the station's active model on the image, keep the image if it is NG (or sampled
     OK), store the result and return it. Metadata may come as form fields or query
-    parameters; `station` is required."""
+    parameters (`station` is required); `overlay=true` also renders the heat map now."""
+    # The query is read here rather than declared as FastAPI parameters (the schema above
+    # documents it): this is the per-part path, and every declared parameter costs time.
     data, form = await read_upload(request, state.settings.max_upload_bytes)
-    query = {
-        name: value
-        for name, value in (
-            ("station", station),
-            ("line", line),
-            ("product", product),
-            ("serial", serial),
-            ("camera", camera),
-            ("captured_at", captured_at),
-        )
-        if value is not None
-    }
-    metadata = part_metadata(form, query)
-    return await run_inspection(state, data, metadata, overlay)
+    metadata = part_metadata(form, request.query_params)
+    result = await run_inspection(state, data, metadata, overlay_flag(request.query_params))
+    return Response(result.model_dump_json(by_alias=True), media_type="application/json")
