@@ -55,6 +55,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if settings.auth_disabled:
             log.warning(AUTH_DISABLED_WARNING)
         state = await anyio.to_thread.run_sync(open_state, settings, metrics)
+        state.inspection_slots = anyio.CapacityLimiter(settings.max_concurrent_inspections)
         app.state.service = state
         loops = []
         if settings.deployment_poll_s > 0:

@@ -73,13 +73,16 @@ class Attempt:
 async def run_inspection(
     state: ServiceState, data: bytes, metadata: PartMetadata, overlay: bool
 ) -> InspectionResult:
-    """`inspect_part` in a worker thread, answered 504 after `request_timeout_s`."""
+    """`inspect_part` in a worker thread, answered 504 after `request_timeout_s` (time spent
+    waiting for one of the `max_concurrent_inspections` slots counts)."""
     attempt = Attempt()
     work = functools.partial(inspect_part, state, data, metadata, overlay, attempt)
     timeout = state.settings.request_timeout_s
     try:
         with anyio.fail_after(timeout):
-            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(
+                work, abandon_on_cancel=True, limiter=state.inspection_slots
+            )
     except TimeoutError:
         if attempt.abandon():
             raise InspectionTimeout(

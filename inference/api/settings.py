@@ -22,6 +22,9 @@ class ServiceSettings(Settings):
     """Largest accepted image in pixels, read from the header before decoding (413)."""
     request_timeout_s: float = Field(default=10.0, gt=0)
     """An inspection that takes longer is answered 504 and nothing is stored."""
+    max_concurrent_inspections: int = Field(default=4, ge=1)
+    """Inspections running at once; more requests wait their turn (within the timeout).
+    A few in parallel keep the cores busy; many would only slow each other down."""
     keep_ok_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
     """Share of OK images kept on disk (every NG image is kept)."""
     auth_disabled: bool = False

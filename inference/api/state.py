@@ -5,9 +5,10 @@ Created by the app's lifespan and reached from routes through `Depends(get_state
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
+import anyio
 from fastapi import Request
 
 from defectlens.inference.api.auth import ROLES, Caller, KeyCache, Role
@@ -25,6 +26,9 @@ class ServiceState:
     registry: EngineRegistry
     metrics: ServiceMetrics
     keys: KeyCache
+    inspection_slots: anyio.CapacityLimiter | None = field(default=None)
+    """At most `max_concurrent_inspections` worker threads inspecting at once (set by the
+    lifespan, inside the event loop)."""
 
 
 async def get_state(request: Request) -> ServiceState:
