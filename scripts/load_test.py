@@ -1,0 +1,287 @@
+"""Load test of the inspection service over loopback, beside the raw ONNX Runtime figures.
+
+Starts `defectlens serve` on 127.0.0.1 (a free port, a temporary workspace, a `line` key),
+sends synthetic part images from 1, 4 and 16 concurrent clients (httpx + asyncio), and
+prints per level: throughput, p50/p99 end-to-end latency and errors. In the same run it times
+the same model in this process with `Engine.run` on the same images and thread count (one
+caller, then 4 callers in parallel), and prints the service overhead (p50 end-to-end minus
+p50 model time) and the throughput ratio at 4 clients versus the raw model.
+
+    .venv/bin/python scripts/load_test.py --model MODEL_DIR      # a version folder
+    .venv/bin/python scripts/load_test.py                        # trains a 256 px model first
+
+The load generator shares the machine's cores with the service, as a line's PLC would not:
+the figures are a lower bound for the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+
+from defectlens.datasets.images import decode_image
+from defectlens.datasets.synthetic import DEFECT_KINDS, generate_dataset, make_part
+from defectlens.inference.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STATION = "bench"
+
+
+@dataclass
+class Level:
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    model_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return (self.requests - self.errors) / self.seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="model version folder (default: train one)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per level")
+    parser.add_argument("--levels", default="1,4,16", help="concurrent clients per level")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    parser.add_argument("--images", type=int, default=24, help="distinct part images")
+    parser.add_argument("--timeout", type=float, default=600, help="stop after this many s")
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.timeout
+
+    with tempfile.TemporaryDirectory(prefix="defectlens-load-") as tmp:
+        home = Path(tmp) / "home"
+        model = args.model or train_model(Path(tmp))
+        engine = Engine(model, threads=args.threads)
+        size = engine.card.input.height
+        images = part_images(args.images, size)
+        print(f"model {engine.card.name} {engine.card.version}: {size} px, {args.threads} threads")
+        print(f"{len(images)} synthetic parts, {args.requests} requests per level, loopback\n")
+
+        env = {
+            **os.environ,
+            "DEFECTLENS_HOME": str(home),
+            "DEFECTLENS_THREADS": str(args.threads),
+            "DEFECTLENS_DEPLOYMENT_POLL_S": "0",
+        }
+        env.pop("DEFECTLENS_DATABASE_URL", None)
+        cli = [str(BIN / "defectlens")]
+        run([*cli, "models", "promote", str(model), "--station", STATION], env)
+        key = run([*cli, "keys", "create", "--role", "line", "--name", "load-test"], env)
+        key = key.strip().splitlines()[-1]
+        port = free_port()
+        server = subprocess.Popen(
+            [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, server, deadline)
+            levels = [int(n) for n in args.levels.split(",")]
+            results = asyncio.run(run_levels(url, key, images, levels, args.requests, deadline))
+        finally:
+            stop(server)
+        raw_one, raw_parallel = raw_model(engine, images, args.requests, parallel=4)
+
+    print_report(results, raw_one, raw_parallel, args.threads)
+    return 1 if any(level.errors for level in results) else 0
+
+
+def train_model(tmp: Path) -> Path:
+    """A 256 px model on generated parts, through the `defectlens train` command."""
+    data = generate_dataset(tmp / "data", seed=0)
+    print("training a 256 px model on generated parts (about a minute)...", flush=True)
+    output = run(
+        [str(BIN / "defectlens"), "train", str(ROOT / "configs" / "anomaly.yaml"),
+         "--data", str(data), "--out", str(tmp / "models")],
+        dict(os.environ),
+    )  # fmt: skip
+    return Path(output.strip().splitlines()[-1])
+
+
+def part_images(count: int, size: int) -> list[bytes]:
+    """PNG-encoded synthetic parts: mostly good, every fourth one with a defect."""
+    rng = np.random.default_rng(7)
+    out = []
+    for index in range(count):
+        defect = DEFECT_KINDS[index // 4 % len(DEFECT_KINDS)] if index % 4 == 3 else None
+        image, _ = make_part(rng, size=size, defect=defect)
+        ok, encoded = cv2.imencode(".png", image)
+        assert ok
+        out.append(encoded.tobytes())
+    return out
+
+
+async def run_levels(
+    url: str, key: str, images: list[bytes], levels: list[int], requests: int, deadline: float
+) -> list[Level]:
+    headers = {"X-API-Key": key, "Content-Type": "image/png"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
+        for image in images[:8]:  # warm-up: connections, caches, the first SQLite pages
+            await http.post("/v1/inspect", params={"station": STATION}, content=image)
+        out = []
+        for clients in levels:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                print(f"time is up before {clients} clients; stopping")
+                break
+            level = await asyncio.wait_for(one_level(http, images, clients, requests), remaining)
+            out.append(level)
+            print(
+                f"  {clients:>2} clients: {level.throughput:7.1f} parts/s, "
+                f"p50 {percentile(level.latencies_ms, 50):6.1f} ms, "
+                f"p99 {percentile(level.latencies_ms, 99):6.1f} ms, errors {level.errors}",
+                flush=True,
+            )
+        return out
+
+
+async def one_level(
+    http: httpx.AsyncClient, images: list[bytes], clients: int, requests: int
+) -> Level:
+    counter = iter(range(requests))
+    latencies: list[float] = []
+    model_ms: list[float] = []
+    errors = 0
+
+    async def client() -> None:
+        nonlocal errors
+        for index in counter:
+            start = time.perf_counter()
+            try:
+                response = await http.post(
+                    "/v1/inspect",
+                    params={"station": STATION, "serial": f"LT-{clients}-{index}"},
+                    content=images[index % len(images)],
+                )
+            except httpx.HTTPError:
+                errors += 1
+                continue
+            latencies.append((time.perf_counter() - start) * 1000)
+            if response.status_code == 200:
+                model_ms.append(response.json()["timings_ms"]["model"])
+            else:
+                errors += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return Level(clients, requests, errors, time.perf_counter() - start, latencies, model_ms)
+
+
+def raw_model(
+    engine: Engine, images: list[bytes], runs: int, parallel: int
+) -> tuple[list[float], float]:
+    """(per-call ms of `Engine.run` from one caller, runs/s with `parallel` callers)."""
+    batches = [engine.prepare(decode_image(data, "part"))[np.newaxis] for data in images]
+    for batch in batches[:4]:
+        engine.run(batch)
+    times = []
+    for index in range(runs):
+        start = time.perf_counter()
+        engine.run(batches[index % len(batches)])
+        times.append((time.perf_counter() - start) * 1000)
+
+    def work(index: int) -> None:
+        engine.run(batches[index % len(batches)])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(work, range(runs)))
+    return times, runs / (time.perf_counter() - start)
+
+
+def print_report(
+    levels: list[Level], raw_one: list[float], raw_parallel: float, threads: int
+) -> None:
+    raw_p50 = percentile(raw_one, 50)
+    raw_throughput = 1000 / statistics.fmean(raw_one)
+    print(f"\nraw ONNX Runtime (Engine.run, {threads} threads, same images, same process run):")
+    print(f"  1 caller : p50 {raw_p50:.2f} ms, p99 {percentile(raw_one, 99):.2f} ms, "
+          f"{raw_throughput:.1f} runs/s")  # fmt: skip
+    print(f"  4 callers: {raw_parallel:.1f} runs/s")
+    print("\nservice over loopback:")
+    header = ("clients", "parts/s", "p50 ms", "p99 ms", "model p50", "errors")
+    print("  " + " ".join(f"{name:>{len(name) if len(name) > 7 else 7}}" for name in header))
+    for level in levels:
+        p50, p99 = percentile(level.latencies_ms, 50), percentile(level.latencies_ms, 99)
+        print(
+            f"  {level.clients:>7} {level.throughput:>7.1f} {p50:>7.1f} {p99:>7.1f} "
+            f"{percentile(level.model_ms, 50):>9.1f} {level.errors:>7}"
+        )
+    by_clients = {level.clients: level for level in levels}
+    if 1 in by_clients:
+        overhead = percentile(by_clients[1].latencies_ms, 50) - raw_p50
+        print(f"\np50 service overhead at 1 client (end-to-end - raw model): {overhead:.2f} ms")
+    if 4 in by_clients:
+        ratio = by_clients[4].throughput / raw_parallel
+        print(f"throughput at 4 clients / raw model with 4 callers: {ratio:.2f}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run(command: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(url: str, server: subprocess.Popen[str], deadline: float) -> None:
+    limit = min(deadline, time.monotonic() + 120)
+    while time.monotonic() < limit:
+        if server.poll() is not None:
+            raise SystemExit(
+                f"the service exited:\n{server.stderr.read() if server.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the service did not become ready in time")
+
+
+def stop(server: subprocess.Popen[str]) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
