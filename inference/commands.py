@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,14 @@ def _models_list(args: argparse.Namespace) -> int:
 
 def _models_promote(args: argparse.Namespace) -> int:
     from defectlens.inference.api.deployments import register_model_dir
+    from defectlens.inference.api.schemas import STATION_ID_PATTERN
     from defectlens.inference.engine import Engine
 
+    if not re.fullmatch(STATION_ID_PATTERN, args.station):
+        raise InputError(
+            f"--station {args.station!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     folder = Path(args.model_dir)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such model version folder")

@@ -66,6 +66,8 @@ def test_models_promote_refuses_a_bad_folder(
 ) -> None:
     status, _, err = run(capsys, "models", "promote", str(tmp_path / "none"), "--station", "s")
     assert status == 2 and "no such model version folder" in err
+    status, _, err = run(capsys, "models", "promote", str(tmp_path), "--station", "a b")
+    assert status == 2 and "--station 'a b'" in err
 
 
 def test_help_lists_the_service_commands() -> None:
