@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,8 +31,14 @@ class Database:
         self._reader = sessionmaker(engine, expire_on_commit=False)
         # On SQLite a writer takes the write lock at BEGIN, so two writers queue on the busy
         # timeout instead of one failing when it upgrades a read lock.
-        self._writer = sessionmaker(
-            engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}), expire_on_commit=False
+        self._write_engine = engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer that finds the lock taken polls for it
+        # with sleeps of 1, 2, 5, 10... ms. Writers of this process queue on a lock instead,
+        # and the next one starts the moment the previous one commits; the busy timeout is
+        # left for writers in other processes (the CLI, another service).
+        self._write_turn: AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
 
     @property
@@ -56,8 +63,15 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A session in one transaction: committed if the block ends normally, otherwise
         rolled back entirely."""
-        with self._writer() as session, session.begin():
+        with self._write_turn, self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, like `write` but without the ORM's unit of
+        work: for the per-part insert, where that bookkeeping costs more than the SQL."""
+        with self._write_turn, self._write_engine.begin() as connection:
+            yield connection
 
     def ping(self) -> bool:
         """Whether the database answers now (for readiness checks)."""

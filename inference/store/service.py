@@ -7,6 +7,7 @@ the frozen records of `records.py`, never ORM rows.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, func, inspect, select
+from sqlalchemy import ColumnElement, String, Table, func, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -59,6 +60,12 @@ MAX_PAGE = 1000
 _DUMMY_SHA256 = "0" * 64
 _INT32 = 2**31 - 1
 
+_RESULTS = Base.metadata.tables[ResultRow.__tablename__]
+_DEFECTS = Base.metadata.tables[ResultDefectRow.__tablename__]
+_IMAGES = Base.metadata.tables[ImageRow.__tablename__]
+_OUTBOX = Base.metadata.tables[OutboxRow.__tablename__]
+_INSERTS = {table: insert(table) for table in (_RESULTS, _DEFECTS, _IMAGES, _OUTBOX)}
+
 
 class ResultExists(InputError):
     """A result with this id is already stored (a retried request); nothing was written."""
@@ -83,37 +90,14 @@ class Store:
         Raises `ResultExists` if the result id is taken, `InputError` for a field the database
         cannot hold; in either case nothing is written.
         """
-        row = _result_row(result)
-        extra: list[Base] = []
-        for kind, path, size in images:
-            if kind not in IMAGE_KINDS:
-                raise InputError(f"image kind {kind!r}: expected one of {', '.join(IMAGE_KINDS)}")
-            if size < 0:
-                raise InputError(f"image {path}: size {size} bytes is negative")
-            extra.append(
-                ImageRow(
-                    result_id=result.result_id,
-                    kind=kind,
-                    path=str(path),
-                    bytes=size,
-                    created_at=result.received_at,
-                    labeled=False,
-                )
-            )
-        sink_names = list(dict.fromkeys(sinks))
-        if sink_names:
-            payload = result.model_dump(mode="json", by_alias=True)
-            extra += [
-                OutboxRow(result_id=result.result_id, sink=sink, payload=payload, attempts=0)
-                for sink in sink_names
-            ]
-        for item in extra:
-            _check_row(item)
+        rows = _result_rows(result, images, sinks)
         try:
-            with self.db.write() as session:
-                session.add(row)
-                session.flush()  # the result first: its children reference it
-                session.add_all(extra)
+            # Core inserts, the parent first (its children reference it), each child table in
+            # one executemany: the ORM's unit of work cost more than the SQL on this path.
+            with self.db.write_connection() as connection:
+                for table, values in rows:
+                    if values:
+                        connection.execute(_INSERTS[table], values)
         except IntegrityError as error:
             if self.get_result(result.result_id) is not None:
                 raise ResultExists(
@@ -513,40 +497,91 @@ class Store:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _result_row(result: InspectionResult) -> ResultRow:
-    row = ResultRow(
-        result_id=result.result_id,
-        verdict=result.verdict,
-        score=result.score,
-        threshold=result.threshold,
-        station=result.station,
-        line=result.line,
-        product=result.product,
-        serial=result.serial,
-        camera=result.camera,
-        captured_at=result.captured_at,
-        received_at=result.received_at,
-        model_name=result.model.name,
-        model_version=result.model.version,
-        timings_ms=result.timings_ms.model_dump(),
-        image_url=result.image_url,
-        heatmap_url=result.heatmap_url,
-    )
-    _check_row(row)
+def _result_rows(
+    result: InspectionResult,
+    images: Iterable[StoredImage | tuple[str, str | Path, int]],
+    sinks: Iterable[str],
+) -> list[tuple[Table, list[dict[str, Any]]]]:
+    """The rows `save_result` inserts, table by table in insertion order, each checked."""
+    result_id = result.result_id
+    defects = []
     for defect in result.defects:
         x0, y0, x1, y1 = defect.box
-        child = ResultDefectRow(
-            class_=defect.class_,
-            score=defect.score,
-            x0=x0,
-            y0=y0,
-            x1=x1,
-            y1=y1,
-            area_px=defect.area_px,
+        defects.append(
+            {
+                "result_id": result_id,
+                "class": defect.class_,
+                "score": defect.score,
+                "x0": x0,
+                "y0": y0,
+                "x1": x1,
+                "y1": y1,
+                "area_px": defect.area_px,
+            }
         )
-        _check_row(child)
-        row.defects.append(child)
-    return row
+    image_rows = []
+    for kind, path, size in images:
+        if kind not in IMAGE_KINDS:
+            raise InputError(f"image kind {kind!r}: expected one of {', '.join(IMAGE_KINDS)}")
+        if size < 0:
+            raise InputError(f"image {path}: size {size} bytes is negative")
+        image_rows.append(
+            {
+                "result_id": result_id,
+                "kind": kind,
+                "path": str(path),
+                "bytes": size,
+                "created_at": result.received_at,
+                "labeled": False,
+            }
+        )
+    outbox = []
+    sink_names = list(dict.fromkeys(sinks))
+    if sink_names:
+        payload = result.model_dump(mode="json", by_alias=True)
+        now = utc_now()
+        outbox = [
+            {
+                "result_id": result_id,
+                "sink": sink,
+                "payload": payload,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+            }
+            for sink in sink_names
+        ]
+    rows: list[tuple[Table, list[dict[str, Any]]]] = [
+        (_RESULTS, [_result_values(result)]),
+        (_DEFECTS, defects),
+        (_IMAGES, image_rows),
+        (_OUTBOX, outbox),
+    ]
+    for table, values in rows:
+        for row in values:
+            _check_values(table, row)
+    return rows
+
+
+def _result_values(result: InspectionResult) -> dict[str, Any]:
+    return {
+        "result_id": result.result_id,
+        "verdict": result.verdict,
+        "score": result.score,
+        "threshold": result.threshold,
+        "station": result.station,
+        "line": result.line,
+        "product": result.product,
+        "serial": result.serial,
+        "camera": result.camera,
+        "captured_at": result.captured_at,
+        "received_at": result.received_at,
+        "model_name": result.model.name,
+        "model_version": result.model.version,
+        "timings_ms": result.timings_ms.model_dump(),
+        "image_url": result.image_url,
+        "heatmap_url": result.heatmap_url,
+    }
 
 
 def _inspection_result(row: ResultRow) -> InspectionResult:
@@ -593,18 +628,23 @@ def _received_between(since: datetime | None, until: datetime | None) -> list[Co
 
 
 def _check_row(row: Base) -> None:
+    """`_check_values` for an ORM row."""
+    table = Base.metadata.tables[row.__tablename__]
+    mapper = inspect(row).mapper
+    _check_values(table, {a.columns[0].name: getattr(row, a.key) for a in mapper.column_attrs})
+
+
+def _check_values(table: Table, values: dict[str, Any]) -> None:
     """Refuse, on every database alike, values PostgreSQL would reject and SQLite would keep:
     text over the column's length or with NUL characters, integers beyond 32 bits, non-finite
-    numbers."""
-    table = row.__table__.name  # type: ignore[attr-defined]
-    for attribute in inspect(row).mapper.column_attrs:
-        value = getattr(row, attribute.key)
-        column = attribute.columns[0]
-        where = f"{table}.{column.name}"
+    numbers. `values` maps column names to the values about to be written."""
+    lengths = _text_lengths(table)
+    for name, value in values.items():
+        where = f"{table.name}.{name}"
         if isinstance(value, str):
             if "\x00" in value:
                 raise InputError(f"{where}: text contains a NUL character")
-            length = column.type.length if isinstance(column.type, String) else None
+            length = lengths.get(name)
             if length is not None and len(value) > length:
                 raise InputError(f"{where}: {len(value)} characters, at most {length} allowed")
         elif isinstance(value, bool):
@@ -615,6 +655,15 @@ def _check_row(row: Base) -> None:
             raise InputError(f"{where}: {value} is not a finite number")
         elif isinstance(value, dict) and not _json_finite(value):
             raise InputError(f"{where}: holds a number that is not finite")
+
+
+@functools.cache
+def _text_lengths(table: Table) -> dict[str, int | None]:
+    """Column name → the longest text it holds (None: unlimited), for `_check_values`."""
+    return {
+        column.name: column.type.length if isinstance(column.type, String) else None
+        for column in table.columns
+    }
 
 
 def _json_finite(value: Any) -> bool:
