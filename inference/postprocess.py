@@ -25,9 +25,15 @@ def defects_from_map(
     if not above.any():
         return []
     count, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
-    # Peak per component in one pass rather than one masked max per region.
+    # Peak per component in one pass over the pixels above the cut only (the background,
+    # label 0, is most of the map and never reported).
+    inside = np.flatnonzero(above)
     peaks = np.zeros(count, dtype=np.float64)
-    np.maximum.at(peaks, labels.ravel().astype(np.intp), anomaly_map.ravel().astype(np.float64))
+    np.maximum.at(
+        peaks,
+        labels.ravel()[inside].astype(np.intp),
+        anomaly_map.ravel()[inside].astype(np.float64),
+    )
     defects = [
         Defect(
             **{"class": class_name},
