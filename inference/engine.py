@@ -33,7 +33,12 @@ class Engine:
     Thread-safe: ONNX Runtime sessions may be run from several threads at once.
     """
 
-    def __init__(self, model_dir: Path, *, threads: int = 2, warmup: bool = True) -> None:
+    def __init__(
+        self, model_dir: Path, *, threads: int = 2, warmup: bool = True, spin: bool = True
+    ) -> None:
+        """`spin`: ONNX Runtime's intra-op threads busy-wait for the next run (lowest latency
+        when the cores are otherwise idle); False makes them sleep, which leaves the cores
+        to the rest of a busy process, e.g. the service's HTTP and store work."""
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelError(f"{self.model_dir}: model version folder not found")
@@ -54,6 +59,7 @@ class Engine:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         expected = {output.name for output in self.card.outputs}
         present = {output.name for output in self.session.get_outputs()}
@@ -63,6 +69,7 @@ class Engine:
                 "named in model.json"
             )
         self.threads = threads
+        self.spin = spin
         if warmup:
             spec = self.card.input
             self.run(np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))

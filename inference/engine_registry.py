@@ -39,9 +39,13 @@ class StationStatus:
 class EngineRegistry:
     """Station id → warmed-up engine, safe to read from many threads while one swaps."""
 
-    def __init__(self, threads: int = 2, loader: EngineLoader | None = None) -> None:
+    def __init__(
+        self, threads: int = 2, loader: EngineLoader | None = None, spin: bool = True
+    ) -> None:
         self.threads = threads
-        self._loader: EngineLoader = loader or (lambda path: Engine(path, threads=threads))
+        self._loader: EngineLoader = loader or (
+            lambda path: Engine(path, threads=threads, spin=spin)
+        )
         self._by_station: dict[str, Engine] = {}
         self._by_folder: dict[Path, Engine] = {}
         self._problems: dict[str, str] = {}

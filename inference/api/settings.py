@@ -22,6 +22,10 @@ class ServiceSettings(Settings):
     """Largest accepted image in pixels, read from the header before decoding (413)."""
     request_timeout_s: float = Field(default=10.0, gt=0)
     """An inspection that takes longer is answered 504 and nothing is stored."""
+    onnx_spinning: bool = True
+    """ONNX Runtime's threads busy-wait between runs: the lowest model time when the cores
+    are otherwise idle. False lets them sleep, leaving the cores to the HTTP and store work
+    of concurrent requests (see the README's load-test figures for both)."""
     max_concurrent_inspections: int = Field(default=4, ge=1)
     """Inspections running at once; more requests wait their turn (within the timeout).
     A few in parallel keep the cores busy; many would only slow each other down."""

@@ -15,6 +15,7 @@ from api_service import STATION, Service
 
 from defectlens.datasets.images import read_mask
 from defectlens.inference.api.images import keep_image
+from defectlens.inference.engine import Engine
 from defectlens.prediction import Verdict
 
 
@@ -230,3 +231,18 @@ def test_timeout_is_504_and_nothing_is_stored(
     time.sleep(0.5)
     assert service.stored_count() == 0
     assert service.image_files() == []
+
+
+def test_onnx_spinning_off_gives_the_same_answers(
+    make_service: Callable[..., Service], part_images: dict[str, list[Path]]
+) -> None:
+    # DEFECTLENS_ONNX_SPINNING=false only changes how ONNX Runtime's threads wait.
+    service = make_service(onnx_spinning=False)
+    engine = service.client.app.state.service.registry.get(STATION)
+    assert engine.spin is False
+    reference = Engine(service.model_dirs[0], threads=1)
+    assert reference.spin is True
+    for path in (part_images["good"][0], part_images["scratch"][0]):
+        result = service.inspect(path.read_bytes()).json()
+        expected = reference.predict(path.read_bytes(), with_map=False)
+        assert (result["verdict"], result["score"]) == (expected.verdict, expected.score)
