@@ -51,6 +51,12 @@ class Level:
     seconds: float
     latencies_ms: list[float]
     model_ms: list[float]
+    engine_ms: list[float]
+    """The service's `timings_ms.total`: decode, preprocess, model and postprocess."""
+    service_cpu_s: float
+    """CPU time the service process used during the level (NaN where it cannot be read)."""
+    client_cpu_s: float
+    """CPU time this process (the load generator) used during the level."""
 
     @property
     def throughput(self) -> float:
@@ -65,6 +71,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     parser.add_argument("--images", type=int, default=24, help="distinct part images")
     parser.add_argument("--timeout", type=float, default=600, help="stop after this many s")
+    parser.add_argument(
+        "--spin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the service's DEFECTLENS_ONNX_SPINNING (default: the service's default)",
+    )
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
 
@@ -75,6 +87,8 @@ def main() -> int:
         size = engine.card.input.height
         images = part_images(args.images, size)
         print(f"model {engine.card.name} {engine.card.version}: {size} px, {args.threads} threads")
+        spin = "service default" if args.spin is None else str(args.spin).lower()
+        print(f"service: DEFECTLENS_ONNX_SPINNING {spin}; raw model: ONNX Runtime's default")
         print(f"{len(images)} synthetic parts, {args.requests} requests per level, loopback\n")
 
         env = {
@@ -84,6 +98,8 @@ def main() -> int:
             "DEFECTLENS_DEPLOYMENT_POLL_S": "0",
         }
         env.pop("DEFECTLENS_DATABASE_URL", None)
+        if args.spin is not None:
+            env["DEFECTLENS_ONNX_SPINNING"] = str(args.spin).lower()
         cli = [str(BIN / "defectlens")]
         run([*cli, "models", "promote", str(model), "--station", STATION], env)
         key = run([*cli, "keys", "create", "--role", "line", "--name", "load-test"], env)
@@ -100,12 +116,14 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server, deadline)
             levels = [int(n) for n in args.levels.split(",")]
-            results = asyncio.run(run_levels(url, key, images, levels, args.requests, deadline))
+            results = asyncio.run(
+                run_levels(url, key, images, levels, args.requests, deadline, server.pid)
+            )
         finally:
             stop(server)
-        raw_one, raw_parallel = raw_model(engine, images, args.requests, parallel=4)
+        raw_one, raw_parallel, raw_cpu_ms = raw_model(engine, images, args.requests, parallel=4)
 
-    print_report(results, raw_one, raw_parallel, args.threads)
+    print_report(results, raw_one, raw_parallel, raw_cpu_ms, args.threads)
     return 1 if any(level.errors for level in results) else 0
 
 
@@ -135,7 +153,13 @@ def part_images(count: int, size: int) -> list[bytes]:
 
 
 async def run_levels(
-    url: str, key: str, images: list[bytes], levels: list[int], requests: int, deadline: float
+    url: str,
+    key: str,
+    images: list[bytes],
+    levels: list[int],
+    requests: int,
+    deadline: float,
+    server_pid: int,
 ) -> list[Level]:
     headers = {"X-API-Key": key, "Content-Type": "image/png"}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -148,7 +172,9 @@ async def run_levels(
             if remaining <= 0:
                 print(f"time is up before {clients} clients; stopping")
                 break
-            level = await asyncio.wait_for(one_level(http, images, clients, requests), remaining)
+            level = await asyncio.wait_for(
+                one_level(http, images, clients, requests, server_pid), remaining
+            )
             out.append(level)
             print(
                 f"  {clients:>2} clients: {level.throughput:7.1f} parts/s, "
@@ -160,11 +186,12 @@ async def run_levels(
 
 
 async def one_level(
-    http: httpx.AsyncClient, images: list[bytes], clients: int, requests: int
+    http: httpx.AsyncClient, images: list[bytes], clients: int, requests: int, server_pid: int
 ) -> Level:
     counter = iter(range(requests))
     latencies: list[float] = []
     model_ms: list[float] = []
+    engine_ms: list[float] = []
     errors = 0
 
     async def client() -> None:
@@ -182,19 +209,41 @@ async def one_level(
                 continue
             latencies.append((time.perf_counter() - start) * 1000)
             if response.status_code == 200:
-                model_ms.append(response.json()["timings_ms"]["model"])
+                timings = response.json()["timings_ms"]
+                model_ms.append(timings["model"])
+                engine_ms.append(timings["total"])
             else:
                 errors += 1
 
-    start = time.perf_counter()
+    start, service_cpu, client_cpu = time.perf_counter(), process_cpu(server_pid), cpu()
     await asyncio.gather(*(client() for _ in range(clients)))
-    return Level(clients, requests, errors, time.perf_counter() - start, latencies, model_ms)
+    seconds = time.perf_counter() - start
+    return Level(
+        clients, requests, errors, seconds, latencies, model_ms, engine_ms,
+        process_cpu(server_pid) - service_cpu, cpu() - client_cpu,
+    )  # fmt: skip
+
+
+def cpu() -> float:
+    """CPU seconds this process has used, all threads."""
+    times = os.times()
+    return times.user + times.system
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds process `pid` has used (Linux /proc); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_model(
     engine: Engine, images: list[bytes], runs: int, parallel: int
-) -> tuple[list[float], float]:
-    """(per-call ms of `Engine.run` from one caller, runs/s with `parallel` callers)."""
+) -> tuple[list[float], float, float]:
+    """(per-call ms of `Engine.run` from one caller, runs/s with `parallel` callers, CPU ms
+    per run with `parallel` callers)."""
     batches = [engine.prepare(decode_image(data, "part"))[np.newaxis] for data in images]
     for batch in batches[:4]:
         engine.run(batch)
@@ -207,30 +256,35 @@ def raw_model(
     def work(index: int) -> None:
         engine.run(batches[index % len(batches)])
 
-    start = time.perf_counter()
+    start, used = time.perf_counter(), cpu()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(work, range(runs)))
-    return times, runs / (time.perf_counter() - start)
+    return times, runs / (time.perf_counter() - start), (cpu() - used) * 1000 / runs
 
 
 def print_report(
-    levels: list[Level], raw_one: list[float], raw_parallel: float, threads: int
+    levels: list[Level], raw_one: list[float], raw_parallel: float, raw_cpu_ms: float, threads: int
 ) -> None:
     raw_p50 = percentile(raw_one, 50)
     raw_throughput = 1000 / statistics.fmean(raw_one)
     print(f"\nraw ONNX Runtime (Engine.run, {threads} threads, same images, same process run):")
     print(f"  1 caller : p50 {raw_p50:.2f} ms, p99 {percentile(raw_one, 99):.2f} ms, "
           f"{raw_throughput:.1f} runs/s")  # fmt: skip
-    print(f"  4 callers: {raw_parallel:.1f} runs/s")
+    print(f"  4 callers: {raw_parallel:.1f} runs/s, {raw_cpu_ms:.1f} ms CPU per run")
     print("\nservice over loopback:")
-    header = ("clients", "parts/s", "p50 ms", "p99 ms", "model p50", "errors")
+    header = ("clients", "parts/s", "p50 ms", "p99 ms", "model p50", "errors", "CPU ms/part")
     print("  " + " ".join(f"{name:>{len(name) if len(name) > 7 else 7}}" for name in header))
     for level in levels:
         p50, p99 = percentile(level.latencies_ms, 50), percentile(level.latencies_ms, 99)
+        done = max(1, level.requests - level.errors)
+        service_cpu = level.service_cpu_s * 1000 / done
+        client_cpu = level.client_cpu_s * 1000 / done
         print(
             f"  {level.clients:>7} {level.throughput:>7.1f} {p50:>7.1f} {p99:>7.1f} "
-            f"{percentile(level.model_ms, 50):>9.1f} {level.errors:>7}"
+            f"{percentile(level.model_ms, 50):>9.1f} {level.errors:>7} "
+            f"{service_cpu:>5.1f} + {client_cpu:.1f}"
         )
+    print("  (CPU ms/part: the service process + the load generator, per answered part)")
     by_clients = {level.clients: level for level in levels}
     if 1 in by_clients:
         one = by_clients[1]
@@ -240,6 +294,11 @@ def print_report(
         # The same difference with the model time the service measured on the same requests:
         # immune to the machine being busier in one phase than in the other.
         print(f"  (end-to-end - the service's own model time, same requests: {own:.2f} ms)")
+        engine_side = percentile(one.engine_ms, 50) - percentile(one.model_ms, 50)
+        print(
+            f"  of which decode, preprocess and postprocess: {engine_side:.2f} ms; HTTP, auth, "
+            f"thread hop, image retention and the stored result: {own - engine_side:.2f} ms"
+        )
     if 4 in by_clients:
         ratio = by_clients[4].throughput / raw_parallel
         print(f"throughput at 4 clients / raw model with 4 callers: {ratio:.2f}")
