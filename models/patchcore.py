@@ -1,5 +1,10 @@
 """PatchCore-style anomaly network: pretrained patch features against a memory bank of good ones.
 
+A patch's score is its distance to the nearest entry of a coreset memory bank (PatchCore)
+plus, optionally, its Mahalanobis distance to the Gaussian of good patches at the same
+place in the image (PaDiM-style): on aligned parts, where a patch is matters as much as
+what it looks like. Each term is divided by its spread on good patches so they add up.
+
 `forward` is exactly what ships to ONNX: uint8 NHWC image in, normalised image score and
 anomaly map out, with pre- and post-processing inside. Fitting (coreset selection,
 calibration) lives in `defectlens.train.fit`; it uses `embed` and then `set_memory_bank`.
@@ -34,6 +39,8 @@ class PatchCore(nn.Module):
         neighbourhood: side of the local average pooling window on each feature map.
         position_weight: weight of two appended coordinate channels (0 turns them off); on
             aligned parts it makes a patch match good patches from about the same place.
+        position_gaussian: add the per-position Mahalanobis term (set by
+            `set_position_gaussian`).
         map_sigma: Gaussian smoothing of the anomaly map, in input pixels.
         bank_size: rows of the memory bank (filled by `set_memory_bank`).
     """
@@ -47,6 +54,10 @@ class PatchCore(nn.Module):
     blur_y: torch.Tensor
     raw_threshold: torch.Tensor
     scale: torch.Tensor
+    position_mean: torch.Tensor
+    position_precision: torch.Tensor
+    nn_scale: torch.Tensor
+    gaussian_scale: torch.Tensor
 
     def __init__(
         self,
@@ -61,6 +72,7 @@ class PatchCore(nn.Module):
         bank_size: int = 1,
         seed: int = 0,
         position_weight: float = 0.0,
+        position_gaussian: bool = False,
     ) -> None:
         super().__init__()
         self.extractor = extractor
@@ -89,6 +101,16 @@ class PatchCore(nn.Module):
         # Normalisation: sigmoid((raw - raw_threshold) / scale); set by calibration.
         self.register_buffer("raw_threshold", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
+        self.position_gaussian = position_gaussian
+        with torch.no_grad():
+            grid = self.extractor(torch.zeros(1, 3, *input_hw))[0].shape[-2:]
+        self.grid_hw = (int(grid[0]), int(grid[1]))
+        positions = self.grid_hw[0] * self.grid_hw[1] if position_gaussian else 1
+        gauss_dim = dim if position_gaussian else 1
+        self.register_buffer("position_mean", torch.zeros(positions, gauss_dim))
+        self.register_buffer("position_precision", torch.zeros(positions, gauss_dim, gauss_dim))
+        self.register_buffer("nn_scale", torch.tensor(1.0))
+        self.register_buffer("gaussian_scale", torch.tensor(1.0))
 
     # -- pieces, each usable on its own -------------------------------------------------
     def to_backbone_input(self, image: torch.Tensor) -> torch.Tensor:
@@ -139,9 +161,33 @@ class PatchCore(nn.Module):
         nearest = dist2.min(dim=1).values.clamp_min(0.0).sqrt()
         return nearest.reshape(n, h, w)
 
+    def set_position_gaussian(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        """Per-position mean [h*w, D] and inverse covariance [h*w, D, D] of good patches."""
+        self.position_mean = mean.detach().float().contiguous()
+        self.position_precision = precision.detach().float().contiguous()
+
+    def set_term_scales(self, nn_scale: float, gaussian_scale: float) -> None:
+        self.nn_scale = torch.tensor(float(nn_scale))
+        self.gaussian_scale = torch.tensor(float(gaussian_scale))
+
+    def gaussian_distances(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance of every patch to its position's Gaussian: [N, h, w]."""
+        n, d, h, w = embedding.shape
+        centred = embedding.permute(2, 3, 0, 1).reshape(h * w, n, d) - self.position_mean[:, None]
+        whitened = torch.bmm(centred, self.position_precision)
+        distance2 = (whitened * centred).sum(dim=2).clamp_min(0.0)
+        return distance2.sqrt().reshape(h, w, n).permute(2, 0, 1)
+
+    def patch_scores(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The combined patch anomaly score [N, h, w] (raw units)."""
+        scores = self.patch_distances(embedding) / self.nn_scale
+        if self.position_gaussian:
+            scores = scores + self.gaussian_distances(embedding) / self.gaussian_scale
+        return scores
+
     def raw_map(self, image: torch.Tensor) -> torch.Tensor:
-        """Smoothed patch distances at input resolution, before normalisation: [N, H, W]."""
-        distances = self.patch_distances(self.embed(image)).unsqueeze(1)
+        """Smoothed patch scores at input resolution, before normalisation: [N, H, W]."""
+        distances = self.patch_scores(self.embed(image)).unsqueeze(1)
         upsampled = F.interpolate(distances, size=self.input_hw, mode="bilinear")
         pad_x = self.blur_x.shape[-1] // 2
         smoothed = F.conv2d(F.pad(upsampled, (pad_x, pad_x, 0, 0), mode="replicate"), self.blur_x)

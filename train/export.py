@@ -25,7 +25,7 @@ class ParityError(DefectLensError):
 def export_onnx(network: PatchCore, path: Path, channels: int) -> None:
     height, width = network.input_hw
     example = torch.zeros(1, height, width, channels, dtype=torch.uint8)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             network,

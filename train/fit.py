@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from defectlens.errors import DefectLensError
 from defectlens.models.backbone import feature_channels, load_feature_extractor
 from defectlens.models.patchcore import PatchCore
 from defectlens.train.recipe import Recipe
@@ -28,12 +29,49 @@ def build_network(recipe: Recipe, channels: int) -> PatchCore:
         map_sigma=recipe.map_sigma,
         seed=recipe.seed,
         position_weight=recipe.backbone.position_weight,
+        position_gaussian=recipe.backbone.position_gaussian,
     ).eval()
 
 
 def batches(images: np.ndarray, size: int) -> Iterable[torch.Tensor]:
     for start in range(0, len(images), size):
         yield torch.from_numpy(np.ascontiguousarray(images[start : start + size]))
+
+
+class PositionMoments:
+    """Running first and second moments of the patch features at each grid position."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum: torch.Tensor | None = None
+        self.outer: torch.Tensor | None = None
+
+    def add(self, embedding: torch.Tensor) -> None:
+        n, d, h, w = embedding.shape
+        x = embedding.permute(2, 3, 0, 1).reshape(h * w, n, d).double()
+        batch_sum, batch_outer = x.sum(dim=1), torch.bmm(x.transpose(1, 2), x)
+        if self.sum is None or self.outer is None:
+            self.sum, self.outer = batch_sum, batch_outer
+        else:
+            self.sum += batch_sum
+            self.outer += batch_outer
+        self.count += n
+
+    def gaussian(self, ridge: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean [P, D] and precision [P, D, D]; a ridge keeps every covariance invertible."""
+        if self.sum is None or self.outer is None or self.count < 2:
+            raise DefectLensError("the position Gaussian needs at least two good images")
+        mean = self.sum / self.count
+        covariance = (self.outer - self.count * mean[:, :, None] * mean[:, None, :]) / (
+            self.count - 1
+        )
+        eye = torch.eye(covariance.shape[-1], dtype=covariance.dtype)
+        precision = torch.empty_like(covariance)
+        # One position at a time: batched inverses fail on this CPU with several threads.
+        for index in range(covariance.shape[0]):
+            factor = torch.linalg.cholesky(covariance[index] + ridge * eye)
+            precision[index] = torch.cholesky_inverse(factor)
+        return mean.float(), precision.float()
 
 
 @torch.inference_mode()
@@ -43,10 +81,12 @@ def extract_patches(
     batch_size: int,
     pool_fraction: float,
     seed: int,
+    moments: PositionMoments | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Patch embeddings of the images, a random `pool_fraction` of each image's patches.
 
-    Returns the pooled patches [P, D] and the total number of patches seen.
+    Returns the pooled patches [P, D] and the total number of patches seen; every patch also
+    goes into `moments` when given.
     """
     generator = torch.Generator().manual_seed(seed)
     kept: list[torch.Tensor] = []
@@ -54,6 +94,8 @@ def extract_patches(
     progress = tqdm(total=len(images), desc="features", unit="img", leave=False)
     for batch in batches(images, batch_size):
         embedding = network.embed(batch)
+        if moments is not None:
+            moments.add(embedding)
         patches = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
         total += patches.shape[0]
         take = max(1, round(patches.shape[0] * pool_fraction))
@@ -86,15 +128,36 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 
 def fit_memory_bank(network: PatchCore, images: np.ndarray, recipe: Recipe) -> dict[str, int]:
-    """Fill the network's memory bank from good images; returns the sizes involved."""
+    """Fill the network's memory bank (and position Gaussians) from good images."""
+    moments = PositionMoments() if network.position_gaussian else None
     pool, total = extract_patches(
-        network, images, recipe.batch_size, recipe.coreset.pool_fraction, recipe.seed
+        network, images, recipe.batch_size, recipe.coreset.pool_fraction, recipe.seed, moments
     )
     size = max(16, min(recipe.coreset.max_size, round(total * recipe.coreset.ratio)))
     log.info("coreset: %d of %d pooled patches (%d seen)", size, pool.shape[0], total)
     chosen = greedy_coreset(pool, size, recipe.seed)
     network.set_memory_bank(pool[chosen])
+    if moments is not None:
+        network.set_position_gaussian(*moments.gaussian())
+        _balance_terms(network, images, recipe.batch_size)
     return {"patches_seen": total, "pool": int(pool.shape[0]), "bank": int(chosen.shape[0])}
+
+
+SCALE_IMAGES = 64
+
+
+@torch.inference_mode()
+def _balance_terms(network: PatchCore, images: np.ndarray, batch_size: int) -> None:
+    """Divide each score term by its spread on good patches so neither drowns the other."""
+    step = max(1, len(images) // SCALE_IMAGES)
+    nearest, gaussian = [], []
+    for batch in batches(images[::step], batch_size):
+        embedding = network.embed(batch)
+        nearest.append(network.patch_distances(embedding).flatten())
+        gaussian.append(network.gaussian_distances(embedding).flatten())
+    nn_spread = float(torch.cat(nearest).std()) or 1.0
+    gaussian_spread = float(torch.cat(gaussian).std()) or 1.0
+    network.set_term_scales(nn_spread, gaussian_spread)
 
 
 @torch.inference_mode()

@@ -22,6 +22,9 @@ class BackboneSection(_Section):
     """Local average pooling window on each feature map (patch neighbourhood)."""
     feature_dim: int | None = Field(default=64, ge=8)
     """Random projection width of the patch features; null keeps every channel."""
+    position_gaussian: bool = True
+    """Add each position's Gaussian of good patches to the nearest-neighbour score (for
+    parts that sit in the same place in every image; turn off for free-floating parts)."""
     position_weight: float = Field(default=0.0, ge=0)
     """Weight of the patch's (y, x) position in the feature (0: position-free PatchCore)."""
 
