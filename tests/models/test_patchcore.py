@@ -42,3 +42,23 @@ def test_position_channels_are_appended_when_asked() -> None:
     assert embedding.shape == (2, 18, 8, 8)
     assert float(embedding[0, 16, -1, 0]) == 4.0 and float(embedding[0, 17, 0, -1]) == 4.0
     assert float(embedding[1, 16, 0, 0]) == 0.0
+
+
+def test_position_moments_match_numpy_mean_and_inverse_covariance() -> None:
+    import numpy as np
+
+    from defectlens.train.fit import PositionMoments
+
+    rng = np.random.default_rng(0)
+    # 40 images, 3 features, a 2x2 grid; feed them in two batches
+    data = rng.normal(size=(40, 3, 2, 2)) * np.array([1.0, 2.0, 0.5])[None, :, None, None]
+    moments = PositionMoments()
+    moments.add(torch.from_numpy(data[:25]).float())
+    moments.add(torch.from_numpy(data[25:]).float())
+    mean, precision = moments.gaussian(ridge=0.01)
+    at_00 = data[:, :, 0, 0]
+    assert np.allclose(mean[0].numpy(), at_00.mean(axis=0), atol=1e-5)
+    expected = np.linalg.inv(np.cov(at_00, rowvar=False) + 0.01 * np.eye(3))
+    assert np.allclose(precision[0].numpy(), expected, rtol=1e-4, atol=1e-4)
+    # position (1, 0) is row-major index 2
+    assert np.allclose(mean[2].numpy(), data[:, :, 1, 0].mean(axis=0), atol=1e-5)
