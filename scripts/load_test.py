@@ -1,8 +1,8 @@
 """Load test of the inspection service over loopback, beside the raw ONNX Runtime figures.
 
 Starts `defectlens serve` on 127.0.0.1 (a free port, a temporary workspace, a `line` key),
-sends synthetic part images from 1, 4 and 16 concurrent clients (httpx + asyncio), and
-prints per level: throughput, p50/p99 end-to-end latency and errors. In the same run it times
+sends synthetic part images from 1, 4 and 16 concurrent clients (asyncio: bare HTTP/1.1
+keep-alive connections, or `--client httpx`), and prints per level: throughput, p50/p99 end-to-end latency and errors. In the same run it times
 the same model in this process with `Engine.run` on the same images and thread count (one
 caller, then 4 callers in parallel), and prints the service overhead (p50 end-to-end minus
 p50 model time) and the throughput ratio at 4 clients versus the raw model.
@@ -11,13 +11,15 @@ p50 model time) and the throughput ratio at 4 clients versus the raw model.
     .venv/bin/python scripts/load_test.py                        # trains a 256 px model first
 
 The load generator shares the machine's cores with the service, as a line's PLC would not:
-the figures are a lower bound for the service.
+the figures are a lower bound for the service. It prints the CPU each side used per part;
+httpx costs several times the bare client's CPU, taken from the service's cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -26,9 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import cv2
 import httpx
@@ -72,6 +76,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=24, help="distinct part images")
     parser.add_argument("--timeout", type=float, default=600, help="stop after this many s")
     parser.add_argument(
+        "--client",
+        choices=("socket", "httpx"),
+        default="socket",
+        help="load generator: bare HTTP/1.1 on asyncio streams (light) or httpx.AsyncClient",
+    )
+    parser.add_argument(
         "--spin",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -89,6 +99,7 @@ def main() -> int:
         print(f"model {engine.card.name} {engine.card.version}: {size} px, {args.threads} threads")
         spin = "service default" if args.spin is None else str(args.spin).lower()
         print(f"service: DEFECTLENS_ONNX_SPINNING {spin}; raw model: ONNX Runtime's default")
+        print(f"load generator: {args.client} client, in this process")
         print(f"{len(images)} synthetic parts, {args.requests} requests per level, loopback\n")
 
         env = {
@@ -117,7 +128,9 @@ def main() -> int:
             wait_ready(url, server, deadline)
             levels = [int(n) for n in args.levels.split(",")]
             results = asyncio.run(
-                run_levels(url, key, images, levels, args.requests, deadline, server.pid)
+                run_levels(
+                    url, key, images, levels, args.requests, deadline, server.pid, args.client
+                )
             )
         finally:
             stop(server)
@@ -160,12 +173,19 @@ async def run_levels(
     requests: int,
     deadline: float,
     server_pid: int,
+    client_kind: str,
 ) -> list[Level]:
     headers = {"X-API-Key": key, "Content-Type": "image/png"}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
+
+        def connect() -> Poster:
+            return HttpxPoster(http) if client_kind == "httpx" else SocketPoster(url, key)
+
+        warm = connect()
         for image in images[:8]:  # warm-up: connections, caches, the first SQLite pages
-            await http.post("/v1/inspect", params={"station": STATION}, content=image)
+            await warm.post(f"/v1/inspect?station={STATION}", image)
+        await warm.close()
         out = []
         for clients in levels:
             remaining = deadline - time.monotonic()
@@ -173,7 +193,7 @@ async def run_levels(
                 print(f"time is up before {clients} clients; stopping")
                 break
             level = await asyncio.wait_for(
-                one_level(http, images, clients, requests, server_pid), remaining
+                one_level(connect, images, clients, requests, server_pid), remaining
             )
             out.append(level)
             print(
@@ -185,8 +205,71 @@ async def run_levels(
         return out
 
 
+class Poster(Protocol):
+    """One client's connection: POST an image, get (status, JSON body or None)."""
+
+    async def post(self, path: str, body: bytes) -> tuple[int, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpxPoster:
+    """Through a shared `httpx.AsyncClient` (its connection pool)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        response = await self.http.post(path, content=body)
+        return response.status_code, response.json() if response.status_code == 200 else None
+
+    async def close(self) -> None:
+        pass
+
+
+class SocketPoster:
+    """A bare HTTP/1.1 keep-alive connection on asyncio streams: about a tenth of httpx's
+    CPU per request, so the load generator takes less of the cores the service runs on."""
+
+    def __init__(self, url: str, key: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.address = (host, int(port))
+        self.head = f"Host: {host}\r\nX-API-Key: {key}\r\nContent-Type: image/png\r\n"
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(*self.address)
+        reader, writer = self.streams
+        try:
+            request = f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n"
+            writer.write(request.encode() + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in lines
+                if line.lower().startswith("content-length:")
+            )
+            payload = await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as error:
+            await self.close()
+            raise httpx.TransportError(f"{type(error).__name__}: {error}") from error
+        return status, json.loads(payload) if status == 200 else None
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
 async def one_level(
-    http: httpx.AsyncClient, images: list[bytes], clients: int, requests: int, server_pid: int
+    connect: Callable[[], Poster],
+    images: list[bytes],
+    clients: int,
+    requests: int,
+    server_pid: int,
 ) -> Level:
     counter = iter(range(requests))
     latencies: list[float] = []
@@ -196,24 +279,22 @@ async def one_level(
 
     async def client() -> None:
         nonlocal errors
+        poster = connect()
         for index in counter:
+            path = f"/v1/inspect?station={STATION}&serial=LT-{clients}-{index}"
             start = time.perf_counter()
             try:
-                response = await http.post(
-                    "/v1/inspect",
-                    params={"station": STATION, "serial": f"LT-{clients}-{index}"},
-                    content=images[index % len(images)],
-                )
+                status, result = await poster.post(path, images[index % len(images)])
             except httpx.HTTPError:
                 errors += 1
                 continue
             latencies.append((time.perf_counter() - start) * 1000)
-            if response.status_code == 200:
-                timings = response.json()["timings_ms"]
-                model_ms.append(timings["model"])
-                engine_ms.append(timings["total"])
+            if status == 200:
+                model_ms.append(result["timings_ms"]["model"])
+                engine_ms.append(result["timings_ms"]["total"])
             else:
                 errors += 1
+        await poster.close()
 
     start, service_cpu, client_cpu = time.perf_counter(), process_cpu(server_pid), cpu()
     await asyncio.gather(*(client() for _ in range(clients)))
