@@ -95,7 +95,7 @@ def extract_patches(
     for batch in batches(images, batch_size):
         embedding = network.embed(batch)
         if moments is not None:
-            moments.add(embedding)
+            moments.add(network.gaussian_features(embedding))
         patches = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
         total += patches.shape[0]
         take = max(1, round(patches.shape[0] * pool_fraction))
@@ -163,16 +163,16 @@ def _balance_terms(network: PatchCore, images: np.ndarray, batch_size: int) -> N
 @torch.inference_mode()
 def raw_scores(
     network: PatchCore, images: np.ndarray, batch_size: int, desc: str = "scoring"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw (unnormalised) image scores and maps [N, H, W] in PyTorch, for calibration."""
-    maps: list[np.ndarray] = []
-    for batch in tqdm(
-        batches(images, batch_size),
-        desc=desc,
-        unit="batch",
-        leave=False,
-        total=-(-len(images) // batch_size),
-    ):
-        maps.append(network.raw_map(batch).numpy())
-    stacked = np.concatenate(maps) if maps else np.zeros((0, *network.input_hw), np.float32)
-    return stacked.reshape(len(stacked), -1).max(axis=1), stacked
+) -> np.ndarray:
+    """Raw (unnormalised) image scores in PyTorch, for calibration."""
+    scores = [
+        network.raw_scores(batch).numpy()
+        for batch in tqdm(
+            batches(images, batch_size),
+            desc=desc,
+            unit="batch",
+            leave=False,
+            total=-(-len(images) // batch_size),
+        )
+    ]
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)

@@ -129,7 +129,7 @@ def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
     fit_seconds = time.perf_counter() - started
 
     calibration_images = load_images(splits.calibration, spec, "load calibration")
-    raw, _ = raw_scores(network, calibration_images, recipe.batch_size, "calibrate")
+    raw = raw_scores(network, calibration_images, recipe.batch_size, "calibrate")
     calibration = calibrate(recipe, raw, splits.calibration)
     network.set_normalisation(calibration.raw_threshold, calibration.scale)
 
