@@ -7,7 +7,8 @@ what it looks like. Each term is divided by its spread on good patches so they a
 
 `forward` is exactly what ships to ONNX: uint8 NHWC image in, normalised image score and
 anomaly map out, with pre- and post-processing inside. Fitting (coreset selection,
-calibration) lives in `defectlens.train.fit`; it uses `embed` and then `set_memory_bank`.
+calibration) lives in `defectlens.train.fit`: it calls `embed`, then `set_memory_bank`,
+`set_position_gaussian` and `set_term_scales`; the pipeline then calls `set_normalisation`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ class PatchCore(nn.Module):
         channels: 1 for gray images (replicated to the backbone's 3), 3 for RGB.
         feature_dim: the embedding width kept after random projection (None keeps all).
         neighbourhood: side of the local average pooling window on each feature map.
-        position_weight: weight of two appended coordinate channels (0 turns them off); on
-            aligned parts it makes a patch match good patches from about the same place.
         position_gaussian: add the per-position Mahalanobis term (set by
             `set_position_gaussian`).
         map_sigma: Gaussian smoothing of the anomaly map, in input pixels.
@@ -75,7 +74,6 @@ class PatchCore(nn.Module):
         map_sigma: float = 4.0,
         bank_size: int = 1,
         seed: int = 0,
-        position_weight: float = 0.0,
         position_gaussian: bool = False,
     ) -> None:
         super().__init__()
@@ -95,9 +93,6 @@ class PatchCore(nn.Module):
             projection = torch.randn(embed_channels, dim, generator=generator) / math.sqrt(dim)
         self.register_buffer("projection", projection)
         self.projects = feature_dim is not None
-        self.position_weight = position_weight
-        if position_weight > 0:
-            dim += 2
         self.register_buffer("memory_bank", torch.zeros(bank_size, dim))
         self.register_buffer("bank_sq_norm", torch.zeros(bank_size))
         self.smooth_hw = (input_hw[0] // MAP_REDUCTION, input_hw[1] // MAP_REDUCTION)
@@ -145,16 +140,8 @@ class PatchCore(nn.Module):
             pooled.append(feature)
         stacked = torch.cat(pooled, dim=1)
         if not self.projects:
-            projected = stacked
-        else:
-            projected = torch.einsum("ndhw,dk->nkhw", stacked, self.projection)
-        if self.position_weight <= 0:
-            return projected
-        n, _, h, w = projected.shape
-        ys = torch.linspace(0.0, 1.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
-        xs = torch.linspace(0.0, 1.0, w).view(1, 1, 1, w).expand(n, 1, h, w)
-        position = torch.cat([ys, xs], dim=1) * self.position_weight
-        return torch.cat([projected, position], dim=1)
+            return stacked
+        return torch.einsum("ndhw,dk->nkhw", stacked, self.projection)
 
     def set_memory_bank(self, bank: torch.Tensor) -> None:
         self.memory_bank = bank.detach().float().contiguous()

@@ -28,7 +28,6 @@ def build_network(recipe: Recipe, channels: int) -> PatchCore:
         neighbourhood=recipe.backbone.neighbourhood,
         map_sigma=recipe.map_sigma,
         seed=recipe.seed,
-        position_weight=recipe.backbone.position_weight,
         position_gaussian=recipe.backbone.position_gaussian,
     ).eval()
 

@@ -25,8 +25,6 @@ class BackboneSection(_Section):
     position_gaussian: bool = True
     """Add each position's Gaussian of good patches to the nearest-neighbour score (for
     parts that sit in the same place in every image; turn off for free-floating parts)."""
-    position_weight: float = Field(default=0.0, ge=0)
-    """Weight of the patch's (y, x) position in the feature (0: position-free PatchCore)."""
 
 
 class CoresetSection(_Section):

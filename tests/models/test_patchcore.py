@@ -21,29 +21,6 @@ def test_greedy_coreset_never_asks_for_more_than_exists() -> None:
     assert len(greedy_coreset(torch.randn(5, 4), 10, seed=1)) == 5
 
 
-def test_position_channels_are_appended_when_asked() -> None:
-    from defectlens.models.backbone import load_feature_extractor
-    from defectlens.models.patchcore import PatchCore
-
-    extractor = load_feature_extractor([2, 3])
-    plain = PatchCore(extractor, input_hw=(64, 64), channels=1, embed_channels=152, feature_dim=16)
-    placed = PatchCore(
-        extractor,
-        input_hw=(64, 64),
-        channels=1,
-        embed_channels=152,
-        feature_dim=16,
-        position_weight=4.0,
-    )
-    image = torch.zeros(2, 64, 64, 1, dtype=torch.uint8)
-    with torch.inference_mode():
-        assert plain.embed(image).shape == (2, 16, 8, 8)
-        embedding = placed.embed(image)
-    assert embedding.shape == (2, 18, 8, 8)
-    assert float(embedding[0, 16, -1, 0]) == 4.0 and float(embedding[0, 17, 0, -1]) == 4.0
-    assert float(embedding[1, 16, 0, 0]) == 0.0
-
-
 def test_position_moments_match_numpy_mean_and_inverse_covariance() -> None:
     import numpy as np
 
