@@ -144,13 +144,13 @@ def plot_overlays(items: Sequence[OverlayItem], path: Path, columns: int = 4) ->
         return _save(fig, path)
     columns = min(columns, len(items))
     rows = math.ceil(len(items) / columns)
-    fig = Figure(figsize=(3.1 * columns, 3.3 * rows))
+    # constrained layout leaves room for the two-line titles between rows
+    fig = Figure(figsize=(3.1 * columns, 3.6 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, item in zip(axes.ravel(), items, strict=False):
         _draw_overlay(ax, *item)
     for ax in axes.ravel()[len(items) :]:
         ax.set_axis_off()
-    fig.tight_layout()
     return _save(fig, path)
 
 
