@@ -112,3 +112,33 @@ def test_report_metrics_match_model_card(trained_model: Path) -> None:
     card = json.loads((trained_model / "model.json").read_text())
     report = json.loads((trained_model / "report" / "metrics.json").read_text())
     assert report["image_auroc"] == pytest.approx(card["metrics"]["image_auroc"])
+
+
+def test_colour_parts_in_class_folders_train_an_rgb_model(
+    tmp_path: Path, small_recipe: Path
+) -> None:
+    """The other layout and colour images: one folder per class, everything in one pool."""
+    import shutil
+
+    from defectlens.datasets.synthetic import generate_dataset
+
+    mvtec = generate_dataset(
+        tmp_path / "mvtec",
+        train_good=20,
+        test_good=8,
+        test_defect_per_kind=3,
+        seed=5,
+        color=True,
+    )
+    folders = tmp_path / "folders"
+    for source in [*(mvtec / "train" / "good").iterdir(), *(mvtec / "test").glob("*/*.png")]:
+        kind = source.parent.name
+        target = folders / kind / f"{source.parent.parent.name}-{source.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    version = pipeline.train_model(load_recipe(small_recipe), folders, tmp_path / "models")
+    card = ModelCard.read(version / "model.json")
+    assert card.input.channels == 3 and card.input.color == "rgb"
+    assert card.data["layout"] == "folders"
+    assert card.data["splits"]["fit_good"] == 14  # half of the 28 good images
+    assert card.metrics["image_auroc"] >= 0.8
