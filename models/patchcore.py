@@ -85,7 +85,7 @@ class PatchCore(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
         dim = embed_channels if feature_dim is None else feature_dim
         if feature_dim is None:
-            projection = torch.eye(embed_channels)
+            projection = torch.empty(0, 0)  # nothing to store: `embed` skips the product
         else:
             # A fixed Gaussian projection keeps distances (Johnson-Lindenstrauss) and makes
             # both the coreset search and the per-image nearest-neighbour search cheaper.

@@ -44,13 +44,11 @@ def score_samples(
         image = read_image(sample.path)
         prepared = engine.prepare(image)
         score, anomaly_map = engine.run(prepared[np.newaxis])
-        mask = None
+        mask = None  # a defective image without a mask counts for image metrics only
         if sample.mask_path is not None:
             full = read_mask(sample.mask_path, (image.shape[0], image.shape[1]))
             mask = to_model_input(full.astype(np.uint8) * 255, mask_spec)[..., 0] > 127
-        elif sample.is_defective:
-            mask = None  # a defective image without a mask counts for image metrics only
-        else:
+        elif not sample.is_defective:
             mask = np.zeros(anomaly_map.shape[1:], dtype=bool)
         scored.append(Scored(sample, float(score[0]), prepared, anomaly_map[0], mask))
     return scored
