@@ -12,6 +12,9 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+from timm.layers.padding import pad_same_arg
 from torch import nn
 
 from defectlens.errors import DefectLensError
@@ -93,3 +96,56 @@ def feature_channels(extractor: nn.Module) -> list[int]:
 
 def feature_strides(extractor: nn.Module) -> list[int]:
     return list(extractor.feature_info.reduction())  # type: ignore[union-attr,operator]
+
+
+class FixedPadConv2d(nn.Conv2d):
+    """A TF "same" convolution whose padding is worked out once for a fixed input size.
+
+    timm's `Conv2dSame` computes its (asymmetric) padding from the input's shape on every
+    call, which an exported graph keeps as shape arithmetic feeding a `Pad` node. With the
+    amounts as constants, ONNX Runtime folds the padding into the convolution.
+    """
+
+    def __init__(self, conv: nn.Conv2d, pads: list[int]) -> None:
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            conv.stride,  # type: ignore[arg-type]
+            0,
+            conv.dilation,  # type: ignore[arg-type]
+            conv.groups,
+            conv.bias is not None,
+        )
+        self.load_state_dict(conv.state_dict())
+        self.pads = pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(F.pad(x, self.pads), self.weight, self.bias)
+
+
+def fix_same_padding(extractor: nn.Module, input_hw: tuple[int, int]) -> None:
+    """Replace every dynamic "same" convolution by a `FixedPadConv2d` for images of
+    `input_hw`; the extractor must then only see that size (as an exported model does)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = []
+    for name, module in extractor.named_modules():
+        if isinstance(module, Conv2dSame):
+
+            def record(_m: nn.Module, args: tuple[torch.Tensor], name: str = name) -> None:
+                sizes[name] = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+
+            hooks.append(module.register_forward_pre_hook(record))
+    with torch.no_grad():
+        extractor(torch.zeros(1, 3, *input_hw))
+    for hook in hooks:
+        hook.remove()
+    for name, size in sizes.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = extractor.get_submodule(parent_name) if parent_name else extractor
+        conv = extractor.get_submodule(name)
+        assert isinstance(conv, nn.Conv2d)
+        pads = pad_same_arg(
+            list(size), list(conv.kernel_size), list(conv.stride), list(conv.dilation)
+        )
+        setattr(parent, child, FixedPadConv2d(conv, pads).train(conv.training))

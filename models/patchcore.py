@@ -3,12 +3,19 @@
 A patch's score is its distance to the nearest entry of a coreset memory bank (PatchCore)
 plus, optionally, its Mahalanobis distance to the Gaussian of good patches at the same
 place in the image (PaDiM-style): on aligned parts, where a patch is matters as much as
-what it looks like. Each term is divided by its spread on good patches so they add up.
+what it looks like. A second, wide-context Gaussian (features averaged over a large
+window, on a coarser grid) catches defects larger than a patch, such as a whole region of
+uneven surface, whose inside looks locally normal. Each term is divided by its spread on
+good patches so they add up.
+
+Images can be standardised first: each image's brightness and contrast are brought to
+those of the training images, so exposure drift on the line does not read as a defect.
 
 `forward` is exactly what ships to ONNX: uint8 NHWC image in, normalised image score and
 anomaly map out, with pre- and post-processing inside. Fitting (coreset selection,
 calibration) lives in `defectlens.train.fit`: it calls `embed`, then `set_memory_bank`,
-`set_position_gaussian` and `set_term_scales`; the pipeline then calls `set_normalisation`.
+`PositionGaussian.set`, `set_intensity_reference` and `set_term_scales`; the pipeline then
+calls `set_normalisation`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defectlens.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from defectlens.models.backbone import IMAGENET_MEAN, IMAGENET_STD, fix_same_padding
 
 
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:
@@ -30,7 +37,69 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
 
 
 GAUSSIAN_POOL = 2
+"""The local Gaussians sit on a grid twice as coarse as the patches: a quarter of the
+precision matrices to read per image, and (measured) no loss of accuracy."""
+CONTEXT_POOL = 4
+"""The context Gaussians see a wide window already, so a grid four times as coarse does."""
 MAP_REDUCTION = 4
+
+
+def aggregate(features: list[torch.Tensor], window: int) -> torch.Tensor:
+    """Average each stage's map over a window, bring all to the finest grid, stack them."""
+    size = features[0].shape[-2:]
+    pooled = []
+    for feature in features:
+        if window > 1:
+            feature = F.avg_pool2d(
+                feature, window, stride=1, padding=window // 2, count_include_pad=False
+            )
+        if feature.shape[-2:] != size:
+            feature = F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+        pooled.append(feature)
+    return torch.cat(pooled, dim=1)
+
+
+class PositionGaussian(nn.Module):
+    """The Gaussian of good patch features at each place of a coarse grid (PaDiM-style).
+
+    `distances` is the Mahalanobis distance of each patch to its place's Gaussian, brought
+    back to the patch grid. Disabled instances hold placeholder buffers and are skipped.
+    """
+
+    mean: torch.Tensor
+    precision: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, grid_hw: tuple[int, int], pool: int, dim: int, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.pool = pool
+        self.grid_hw = grid_hw
+        self.hw = (grid_hw[0] // pool, grid_hw[1] // pool)
+        positions = self.hw[0] * self.hw[1] if enabled else 1
+        width = dim if enabled else 1
+        self.register_buffer("mean", torch.zeros(positions, width))
+        self.register_buffer("precision", torch.zeros(positions, width, width))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def features(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings averaged onto this Gaussian's grid: [N, D, h/pool, w/pool]."""
+        return F.avg_pool2d(embedding, self.pool)
+
+    def set(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        """Per-position mean [h*w, D] and inverse covariance [h*w, D, D] of good patches."""
+        self.mean = mean.detach().float().contiguous()
+        self.precision = precision.detach().float().contiguous()
+
+    def distances(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance to each position's Gaussian, on the patch grid: [N, h, w]."""
+        coarse = self.features(embedding)
+        n, d, h, w = coarse.shape
+        centred = coarse.permute(2, 3, 0, 1).reshape(h * w, n, d) - self.mean[:, None]
+        whitened = torch.bmm(centred, self.precision)
+        distance2 = (whitened * centred).sum(dim=2).clamp_min(0.0)
+        distance = distance2.sqrt().reshape(h, w, n).permute(2, 0, 1).unsqueeze(1)
+        return F.interpolate(distance, size=self.grid_hw, mode="bilinear").squeeze(1)
 
 
 class PatchCore(nn.Module):
@@ -42,10 +111,14 @@ class PatchCore(nn.Module):
         channels: 1 for gray images (replicated to the backbone's 3), 3 for RGB.
         feature_dim: the embedding width kept after random projection (None keeps all).
         neighbourhood: side of the local average pooling window on each feature map.
-        position_gaussian: add the per-position Mahalanobis term (set by
-            `set_position_gaussian`).
         map_sigma: Gaussian smoothing of the anomaly map, in input pixels.
         bank_size: rows of the memory bank (filled by `set_memory_bank`).
+        position_gaussian: add the per-position Mahalanobis term (`local_gaussian`).
+        context_neighbourhood: pooling window of the wide-context Gaussian term
+            (`context_gaussian`); 0 leaves it out.
+        context_weight: its weight against the other (spread-normalised) terms.
+        standardize: bring each image's brightness and contrast to the training images'
+            (set by `set_intensity_reference`) before the backbone.
     """
 
     mean: torch.Tensor
@@ -57,10 +130,8 @@ class PatchCore(nn.Module):
     blur_y: torch.Tensor
     raw_threshold: torch.Tensor
     scale: torch.Tensor
-    position_mean: torch.Tensor
-    position_precision: torch.Tensor
     nn_scale: torch.Tensor
-    gaussian_scale: torch.Tensor
+    intensity_reference: torch.Tensor
 
     def __init__(
         self,
@@ -75,14 +146,23 @@ class PatchCore(nn.Module):
         bank_size: int = 1,
         seed: int = 0,
         position_gaussian: bool = False,
+        context_neighbourhood: int = 0,
+        context_weight: float = 1.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
+        fix_same_padding(extractor, input_hw)
         self.extractor = extractor
         self.input_hw = input_hw
         self.channels = channels
         self.neighbourhood = neighbourhood
+        self.context_neighbourhood = context_neighbourhood
+        self.context_weight = context_weight
+        self.standardize = standardize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        # Brightness and contrast (grey levels) every image is brought to when standardising.
+        self.register_buffer("intensity_reference", torch.tensor([128.0, 32.0]))
         dim = embed_channels if feature_dim is None else feature_dim
         if feature_dim is None:
             projection = torch.empty(0, 0)  # nothing to store: `embed` skips the product
@@ -102,43 +182,43 @@ class PatchCore(nn.Module):
         # Normalisation: sigmoid((raw - raw_threshold) / scale); set by calibration.
         self.register_buffer("raw_threshold", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
-        self.position_gaussian = position_gaussian
+        self.register_buffer("nn_scale", torch.tensor(1.0))
         with torch.no_grad():
             grid = self.extractor(torch.zeros(1, 3, *input_hw))[0].shape[-2:]
         self.grid_hw = (int(grid[0]), int(grid[1]))
-        # The Gaussians sit on a grid twice as coarse as the patches: a quarter of the
-        # precision matrices to read per image, and (measured) no loss of accuracy.
-        self.gaussian_hw = (self.grid_hw[0] // GAUSSIAN_POOL, self.grid_hw[1] // GAUSSIAN_POOL)
-        positions = self.gaussian_hw[0] * self.gaussian_hw[1] if position_gaussian else 1
-        gauss_dim = dim if position_gaussian else 1
-        self.register_buffer("position_mean", torch.zeros(positions, gauss_dim))
-        self.register_buffer("position_precision", torch.zeros(positions, gauss_dim, gauss_dim))
-        self.register_buffer("nn_scale", torch.tensor(1.0))
-        self.register_buffer("gaussian_scale", torch.tensor(1.0))
+        self.local_gaussian = PositionGaussian(self.grid_hw, GAUSSIAN_POOL, dim, position_gaussian)
+        self.context_gaussian = PositionGaussian(
+            self.grid_hw, CONTEXT_POOL, dim, context_neighbourhood > 0
+        )
+
+    @property
+    def gaussians(self) -> list[PositionGaussian]:
+        """The enabled Gaussian terms, each paired with the embedding `embed` returns."""
+        return [g for g in (self.local_gaussian, self.context_gaussian) if g.enabled]
 
     # -- pieces, each usable on its own -------------------------------------------------
+    def set_intensity_reference(self, brightness: float, contrast: float) -> None:
+        self.intensity_reference = torch.tensor([float(brightness), float(contrast)])
+
     def to_backbone_input(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> normalised float NCHW with three channels."""
         x = image.permute(0, 3, 1, 2).float()
+        if self.standardize:
+            x = standardize_intensity(x, self.intensity_reference)
         if self.channels == 1:
             x = x.expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
 
-    def embed(self, image: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings [N, D, h, w] at the finest requested stage's resolution."""
+    def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch embeddings [N, D, h, w] at the finest requested stage's resolution: the
+        local one (`neighbourhood` window) and the wide-context one (None when off)."""
         features = self.extractor(self.to_backbone_input(image))
-        size = features[0].shape[-2:]
-        pad = self.neighbourhood // 2
-        pooled = []
-        for feature in features:
-            if self.neighbourhood > 1:
-                feature = F.avg_pool2d(
-                    feature, self.neighbourhood, stride=1, padding=pad, count_include_pad=False
-                )
-            if feature.shape[-2:] != size:
-                feature = F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
-            pooled.append(feature)
-        stacked = torch.cat(pooled, dim=1)
+        local = self._project(aggregate(features, self.neighbourhood))
+        if not self.context_gaussian.enabled:
+            return local, None
+        return local, self._project(aggregate(features, self.context_neighbourhood))
+
+    def _project(self, stacked: torch.Tensor) -> torch.Tensor:
         if not self.projects:
             return stacked
         return torch.einsum("ndhw,dk->nkhw", stacked, self.projection)
@@ -160,34 +240,35 @@ class PatchCore(nn.Module):
         nearest = dist2.min(dim=1).values.clamp_min(0.0).sqrt()
         return nearest.reshape(n, h, w)
 
-    def set_position_gaussian(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
-        """Per-position mean [h*w, D] and inverse covariance [h*w, D, D] of good patches."""
-        self.position_mean = mean.detach().float().contiguous()
-        self.position_precision = precision.detach().float().contiguous()
-
-    def set_term_scales(self, nn_scale: float, gaussian_scale: float) -> None:
+    def set_term_scales(self, nn_scale: float, *gaussian_scales: float) -> None:
+        """Each term's spread on good patches: nearest neighbour, then each enabled Gaussian."""
+        if len(gaussian_scales) != len(self.gaussians):
+            raise ValueError(f"{len(self.gaussians)} Gaussian scales expected")
         self.nn_scale = torch.tensor(float(nn_scale))
-        self.gaussian_scale = torch.tensor(float(gaussian_scale))
+        for gaussian, spread in zip(self.gaussians, gaussian_scales, strict=True):
+            gaussian.scale = torch.tensor(float(spread))
 
-    def gaussian_features(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings averaged onto the Gaussians' coarser grid: [N, D, h/2, w/2]."""
-        return F.avg_pool2d(embedding, GAUSSIAN_POOL)
+    def term_distances(
+        self, local: torch.Tensor, context: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """Each term's raw patch distances [N, h, w]: nearest neighbour, then each Gaussian."""
+        terms = [self.patch_distances(local)]
+        if self.local_gaussian.enabled:
+            terms.append(self.local_gaussian.distances(local))
+        if context is not None:
+            terms.append(self.context_gaussian.distances(context))
+        return terms
 
-    def gaussian_distances(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Mahalanobis distance to each position's Gaussian, on the patch grid: [N, h, w]."""
-        coarse = self.gaussian_features(embedding)
-        n, d, h, w = coarse.shape
-        centred = coarse.permute(2, 3, 0, 1).reshape(h * w, n, d) - self.position_mean[:, None]
-        whitened = torch.bmm(centred, self.position_precision)
-        distance2 = (whitened * centred).sum(dim=2).clamp_min(0.0)
-        distance = distance2.sqrt().reshape(h, w, n).permute(2, 0, 1).unsqueeze(1)
-        return F.interpolate(distance, size=self.grid_hw, mode="bilinear").squeeze(1)
-
-    def patch_scores(self, embedding: torch.Tensor) -> torch.Tensor:
-        """The combined patch anomaly score [N, h, w] (raw units)."""
-        scores = self.patch_distances(embedding) / self.nn_scale
-        if self.position_gaussian:
-            scores = scores + self.gaussian_distances(embedding) / self.gaussian_scale
+    def patch_scores(self, local: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """The combined patch anomaly score [N, h, w] (raw units): each term over its spread."""
+        scales = [self.nn_scale] + [g.scale for g in self.gaussians]
+        weights = [1.0] + [
+            self.context_weight if g is self.context_gaussian else 1.0 for g in self.gaussians
+        ]
+        terms = self.term_distances(local, context)
+        scores = terms[0] / scales[0]
+        for term, scale, weight in zip(terms[1:], scales[1:], weights[1:], strict=True):
+            scores = scores + weight * term / scale
         return scores
 
     def smoothed_scores(self, image: torch.Tensor) -> torch.Tensor:
@@ -197,7 +278,7 @@ class PatchCore(nn.Module):
         and loses nothing: the scores come on a stride-8 grid and are smooth at that scale.
         Returns raw scores [N, 1, H/4, W/4].
         """
-        distances = self.patch_scores(self.embed(image)).unsqueeze(1)
+        distances = self.patch_scores(*self.embed(image)).unsqueeze(1)
         upsampled = F.interpolate(distances, size=self.smooth_hw, mode="bilinear")
         pad = self.blur_x.shape[-1] // 2
         smoothed = F.conv2d(F.pad(upsampled, (pad, pad, 0, 0), mode="replicate"), self.blur_x)
@@ -217,3 +298,13 @@ class PatchCore(nn.Module):
         score = coarse.flatten(1).amax(dim=1)
         anomaly_map = F.interpolate(coarse, size=self.input_hw, mode="bilinear").squeeze(1)
         return score, anomaly_map
+
+
+def standardize_intensity(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Shift and scale each image [N, C, H, W] (grey levels) to the reference brightness and
+    contrast, over all its pixels and channels (colour balance is kept)."""
+    brightness = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = (x - brightness).square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    # A flat image (contrast near 0) is only shifted: its noise is not blown up.
+    scaled = (x - brightness) / contrast.clamp_min(1.0) * reference[1] + reference[0]
+    return scaled.clamp(0.0, 255.0)

@@ -29,6 +29,9 @@ def build_network(recipe: Recipe, channels: int) -> PatchCore:
         map_sigma=recipe.map_sigma,
         seed=recipe.seed,
         position_gaussian=recipe.backbone.position_gaussian,
+        context_neighbourhood=recipe.backbone.context_neighbourhood,
+        context_weight=recipe.backbone.context_weight,
+        standardize=recipe.standardize,
     ).eval()
 
 
@@ -80,21 +83,24 @@ def extract_patches(
     batch_size: int,
     pool_fraction: float,
     seed: int,
-    moments: PositionMoments | None = None,
+    moments: list[PositionMoments] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Patch embeddings of the images, a random `pool_fraction` of each image's patches.
 
-    Returns the pooled patches [P, D] and the total number of patches seen; every patch also
-    goes into `moments` when given.
+    Returns the pooled patches [P, D] and the total number of patches seen; when `moments`
+    is given (one per enabled Gaussian of the network), every patch also goes into them.
     """
     generator = torch.Generator().manual_seed(seed)
     kept: list[torch.Tensor] = []
     total = 0
     progress = tqdm(total=len(images), desc="features", unit="img", leave=False)
     for batch in batches(images, batch_size):
-        embedding = network.embed(batch)
+        embedding, context = network.embed(batch)
         if moments is not None:
-            moments.add(network.gaussian_features(embedding))
+            for gaussian, running in zip(network.gaussians, moments, strict=True):
+                source = context if gaussian is network.context_gaussian else embedding
+                assert source is not None
+                running.add(gaussian.features(source))
         patches = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
         total += patches.shape[0]
         take = max(1, round(patches.shape[0] * pool_fraction))
@@ -128,7 +134,9 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 def fit_memory_bank(network: PatchCore, images: np.ndarray, recipe: Recipe) -> dict[str, int]:
     """Fill the network's memory bank (and position Gaussians) from good images."""
-    moments = PositionMoments() if network.position_gaussian else None
+    if network.standardize:
+        network.set_intensity_reference(*intensity_reference(images))
+    moments = [PositionMoments() for _ in network.gaussians]
     pool, total = extract_patches(
         network, images, recipe.batch_size, recipe.coreset.pool_fraction, recipe.seed, moments
     )
@@ -136,8 +144,9 @@ def fit_memory_bank(network: PatchCore, images: np.ndarray, recipe: Recipe) -> d
     log.info("coreset: %d of %d pooled patches (%d seen)", size, pool.shape[0], total)
     chosen = greedy_coreset(pool, size, recipe.seed)
     network.set_memory_bank(pool[chosen])
-    if moments is not None:
-        network.set_position_gaussian(*moments.gaussian())
+    for gaussian, running in zip(network.gaussians, moments, strict=True):
+        gaussian.set(*running.gaussian())
+    if moments:
         _balance_terms(network, images, recipe.batch_size)
     return {"patches_seen": total, "pool": int(pool.shape[0]), "bank": int(chosen.shape[0])}
 
@@ -149,14 +158,21 @@ SCALE_IMAGES = 64
 def _balance_terms(network: PatchCore, images: np.ndarray, batch_size: int) -> None:
     """Divide each score term by its spread on good patches so neither drowns the other."""
     step = max(1, len(images) // SCALE_IMAGES)
-    nearest, gaussian = [], []
+    terms: list[list[torch.Tensor]] = [[] for _ in range(1 + len(network.gaussians))]
     for batch in batches(images[::step], batch_size):
-        embedding = network.embed(batch)
-        nearest.append(network.patch_distances(embedding).flatten())
-        gaussian.append(network.gaussian_distances(embedding).flatten())
-    nn_spread = float(torch.cat(nearest).std()) or 1.0
-    gaussian_spread = float(torch.cat(gaussian).std()) or 1.0
-    network.set_term_scales(nn_spread, gaussian_spread)
+        for seen, distances in zip(
+            terms, network.term_distances(*network.embed(batch)), strict=True
+        ):
+            seen.append(distances.flatten())
+    network.set_term_scales(*(float(torch.cat(seen).std()) or 1.0 for seen in terms))
+
+
+def intensity_reference(images: np.ndarray) -> tuple[float, float]:
+    """The training images' median brightness and contrast (grey levels), which
+    standardisation brings every image to."""
+    brightness = [float(image.mean()) for image in images]
+    contrast = [float(image.std()) for image in images]
+    return float(np.median(brightness)), float(np.median(contrast))
 
 
 @torch.inference_mode()

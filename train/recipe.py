@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from defectlens.errors import RecipeError
 
@@ -25,6 +32,17 @@ class BackboneSection(_Section):
     position_gaussian: bool = True
     """Add each position's Gaussian of good patches to the nearest-neighbour score (for
     parts that sit in the same place in every image; turn off for free-floating parts)."""
+    context_neighbourhood: int = Field(default=11, ge=0, le=15)
+    """Window of the wide-context position Gaussian, for defects larger than a patch
+    (uneven regions, stains); 0 turns it off. Needs position_gaussian."""
+    context_weight: float = Field(default=1.0, gt=0, le=10)
+    """Weight of the context term against the others (each is divided by its spread)."""
+
+    @model_validator(mode="after")
+    def _context_needs_position(self) -> BackboneSection:
+        if self.context_neighbourhood and not self.position_gaussian:
+            raise ValueError("context_neighbourhood needs position_gaussian: true (or set it to 0)")
+        return self
 
 
 class CoresetSection(_Section):
@@ -54,6 +72,10 @@ class Recipe(_Section):
     image_size: tuple[int, int] = (256, 256)
     color: Literal["auto", "gray", "rgb"] = "auto"
     resize: Literal["stretch", "letterbox"] = "stretch"
+    standardize: bool = True
+    """Bring each image's brightness and contrast to the training images' before the
+    backbone (robust to exposure drift); turn off when a defect is a change of overall
+    brightness, such as a whole part discoloured."""
     backbone: BackboneSection = Field(default_factory=BackboneSection)
     coreset: CoresetSection = Field(default_factory=CoresetSection)
     map_sigma: float = Field(default=4.0, gt=0, le=32)

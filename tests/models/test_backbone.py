@@ -48,3 +48,20 @@ def test_weight_mapping_checks_shapes_and_names() -> None:
         map_lukemelas_to_timm({"x.weight": torch.ones(3, 3), "x.bias": torch.ones(2)}, target)
     with pytest.raises(DefectLensError, match="does not line up"):
         map_lukemelas_to_timm({"x.bias": torch.ones(2, 3), "x.weight": torch.ones(2)}, target)
+
+
+def test_fixed_padding_computes_what_timm_same_padding_does() -> None:
+    from defectlens.models.backbone import FixedPadConv2d, fix_same_padding
+
+    dynamic = load_feature_extractor([2, 3])
+    fixed = load_feature_extractor([2, 3])
+    fix_same_padding(fixed, (96, 160))
+    assert any(isinstance(m, FixedPadConv2d) for m in fixed.modules())
+    x = torch.rand(2, 3, 96, 160)
+    with torch.inference_mode():
+        for a, b in zip(dynamic(x), fixed(x), strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+    # The padding is a constant of the exported graph, not shape arithmetic at run time.
+    assert all(
+        isinstance(p, int) for m in fixed.modules() if isinstance(m, FixedPadConv2d) for p in m.pads
+    )

@@ -1,5 +1,6 @@
 """The PatchCore network and its greedy coreset, on tensors small enough to reason about."""
 
+import pytest
 import torch
 
 from defectlens.train.fit import greedy_coreset
@@ -39,3 +40,41 @@ def test_position_moments_match_numpy_mean_and_inverse_covariance() -> None:
     assert np.allclose(precision[0].numpy(), expected, rtol=1e-4, atol=1e-4)
     # position (1, 0) is row-major index 2
     assert np.allclose(mean[2].numpy(), data[:, :, 1, 0].mean(axis=0), atol=1e-5)
+
+
+def test_standardisation_undoes_exposure_changes() -> None:
+    from defectlens.models.patchcore import standardize_intensity
+
+    generator = torch.Generator().manual_seed(0)
+    image = 60.0 + 40.0 * torch.rand(2, 1, 32, 32, generator=generator)
+    reference = torch.tensor([128.0, 32.0])
+    brighter = image * 1.5 + 20.0  # a longer exposure: more gain, more offset
+    a, b = standardize_intensity(image, reference), standardize_intensity(brighter, reference)
+    assert torch.allclose(a, b, atol=1e-3)
+    assert torch.allclose(a.mean(dim=(1, 2, 3)), torch.tensor([128.0, 128.0]), atol=1e-3)
+    assert torch.allclose(a.std(dim=(1, 2, 3), correction=0), torch.tensor([32.0, 32.0]), atol=1e-2)
+    flat = torch.full((1, 1, 8, 8), 200.0)  # no contrast: shifted only, noise not amplified
+    assert torch.equal(standardize_intensity(flat, reference), torch.full((1, 1, 8, 8), 128.0))
+
+
+def test_context_term_sees_a_wide_window_on_a_coarse_grid() -> None:
+    from defectlens.models.backbone import feature_channels, load_feature_extractor
+    from defectlens.models.patchcore import CONTEXT_POOL, PatchCore
+
+    extractor = load_feature_extractor([2, 3])
+    network = PatchCore(
+        extractor,
+        input_hw=(128, 128),
+        channels=1,
+        embed_channels=sum(feature_channels(extractor)),
+        feature_dim=None,
+        position_gaussian=True,
+        context_neighbourhood=7,
+    ).eval()
+    assert [g.pool for g in network.gaussians] == [2, CONTEXT_POOL]
+    with torch.inference_mode():
+        local, context = network.embed(torch.zeros(1, 128, 128, 1, dtype=torch.uint8))
+    assert context is not None and local.shape == context.shape == (1, 152, 16, 16)
+    assert network.context_gaussian.mean.shape == (16 // CONTEXT_POOL * (16 // CONTEXT_POOL), 152)
+    with pytest.raises(ValueError, match="2 Gaussian scales"):
+        network.set_term_scales(1.0, 2.0)

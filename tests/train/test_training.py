@@ -142,3 +142,14 @@ def test_colour_parts_in_class_folders_train_an_rgb_model(
     assert card.data["layout"] == "folders"
     assert card.data["splits"]["fit_good"] == 14  # half of the 28 good images
     assert card.metrics["image_auroc"] >= 0.8
+
+
+def test_context_term_without_position_gaussians_is_refused(tmp_path: Path) -> None:
+    recipe = tmp_path / "free.yaml"
+    recipe.write_text("name: x\nbackbone:\n  position_gaussian: false\n")
+    with pytest.raises(RecipeError, match="context_neighbourhood needs position_gaussian"):
+        load_recipe(recipe)
+    recipe.write_text(
+        "name: x\nbackbone:\n  position_gaussian: false\n  context_neighbourhood: 0\n"
+    )
+    assert load_recipe(recipe).backbone.context_neighbourhood == 0
