@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -77,6 +78,27 @@ def test_onnx_graph_takes_batch_one_and_many(trained_model: Path, synthetic_data
     one_score, _ = session.run(None, {"image": batch[1:2]})
     assert one_score[0] == pytest.approx(scores[1], abs=1e-5)
     assert np.all((maps >= 0) & (maps <= 1))
+
+
+def test_onnx_runtime_folds_the_backbone_padding_into_the_convolutions(
+    trained_model: Path, tmp_path: Path
+) -> None:
+    # The backbone's TF "same" convolutions pad their input first; the exported graph must
+    # let ONNX Runtime fold those pads into the convolutions instead of copying the tensor.
+    def constant_pads(model: onnx.ModelProto) -> list[str]:
+        modes = {
+            node.name: next((a.s for a in node.attribute if a.name == "mode"), b"constant")
+            for node in model.graph.node
+            if node.op_type == "Pad"
+        }
+        return [name for name, mode in modes.items() if mode == b"constant"]
+
+    assert constant_pads(onnx.load(str(trained_model / "model.onnx")))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(trained_model / "model.onnx"), options)
+    assert constant_pads(onnx.load(str(tmp_path / "optimized.onnx"))) == []
 
 
 def test_engine_refuses_an_altered_model(model_copy: Path) -> None:
