@@ -103,7 +103,8 @@ class FixedPadConv2d(nn.Conv2d):
 
     timm's `Conv2dSame` computes its (asymmetric) padding from the input's shape on every
     call, which an exported graph keeps as shape arithmetic feeding a `Pad` node. With the
-    amounts as constants, ONNX Runtime folds the padding into the convolution.
+    amounts as constants (and the export's tidy-up, `train.export`), ONNX Runtime folds the
+    padding into the convolution.
     """
 
     def __init__(self, conv: nn.Conv2d, pads: list[int]) -> None:

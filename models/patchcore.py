@@ -261,14 +261,11 @@ class PatchCore(nn.Module):
 
     def patch_scores(self, local: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """The combined patch anomaly score [N, h, w] (raw units): each term over its spread."""
-        scales = [self.nn_scale] + [g.scale for g in self.gaussians]
-        weights = [1.0] + [
-            self.context_weight if g is self.context_gaussian else 1.0 for g in self.gaussians
-        ]
         terms = self.term_distances(local, context)
-        scores = terms[0] / scales[0]
-        for term, scale, weight in zip(terms[1:], scales[1:], weights[1:], strict=True):
-            scores = scores + weight * term / scale
+        scores = terms[0] / self.nn_scale
+        for gaussian, term in zip(self.gaussians, terms[1:], strict=True):
+            weight = self.context_weight if gaussian is self.context_gaussian else 1.0
+            scores = scores + weight * term / gaussian.scale
         return scores
 
     def smoothed_scores(self, image: torch.Tensor) -> torch.Tensor:
