@@ -43,21 +43,17 @@ def export_onnx(network: PatchCore, path: Path, channels: int) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def drop_empty_trailing_inputs(graph: onnx.GraphProto) -> int:
-    """Remove optional inputs left empty at the end of a node's input list ("" names); how
-    many were removed.
+def drop_empty_trailing_inputs(graph: onnx.GraphProto) -> None:
+    """Remove optional inputs left empty at the end of a node's input list ("" names).
 
     The exporter writes `Pad(x, pads, "")` for a constant pad. The graph means the same
     without the empty name, but ONNX Runtime only folds a `Pad` into the convolution after
     it when the pad has no third input: with it, every "same"-padded stride-2 convolution of
     the backbone copies its whole input once more (about 0.7 ms of a 10 ms run here).
     """
-    removed = 0
     for node in graph.node:
         while node.input and node.input[-1] == "":
             node.input.pop()
-            removed += 1
-    return removed
 
 
 def check_parity(network: PatchCore, path: Path, images: np.ndarray) -> dict[str, float]:
