@@ -6,7 +6,11 @@ keep-alive connections, or `--client httpx`), and prints per level: throughput, 
 end-to-end latency and errors. In the same run, before and after the service, it times the
 same model in this process with `Engine.run` on the same images and thread count (one caller,
 then 4 callers in parallel), and prints the service overhead (p50 end-to-end minus p50 model
-time) and the throughput ratio at 4 clients versus the faster raw 4-caller figure.
+time) and the throughput ratio at 4 clients versus the faster raw 4-caller figure. Then it
+repeats both comparisons in `--rounds` short rounds that alternate the raw model and the
+service (raw 1 caller, 1 client, raw 4 callers, 4 clients), so that each pair is measured
+within a few seconds of each other, and prints the median and range over the rounds: the
+machine's speed drifts by ±20% from minute to minute.
 
     .venv/bin/python scripts/load_test.py --model MODEL_DIR      # a version folder
     .venv/bin/python scripts/load_test.py                        # trains a 256 px model first
@@ -77,6 +81,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=24, help="distinct part images")
     parser.add_argument("--timeout", type=float, default=600, help="stop after this many s")
     parser.add_argument(
+        "--rounds", type=int, default=5, help="paired rounds of raw model and service (0: none)"
+    )
+    parser.add_argument(
+        "--round-requests", type=int, default=60, help="requests (and raw runs) per round step"
+    )
+    parser.add_argument(
         "--client",
         choices=("socket", "httpx"),
         default="socket",
@@ -131,16 +141,19 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server, deadline)
             levels = [int(n) for n in args.levels.split(",")]
-            results = asyncio.run(
+            paired = Paired(engine, images, args.rounds, args.round_requests)
+            results, rounds = asyncio.run(
                 run_levels(
-                    url, key, images, levels, args.requests, deadline, server.pid, args.client
+                    url, key, images, levels, args.requests, deadline, server.pid, args.client,
+                    paired,
                 )
-            )
+            )  # fmt: skip
         finally:
             stop(server)
         raw_after = raw_model(engine, images, args.requests, parallel=4)
 
     print_report(results, raw_before, raw_after, args.threads)
+    print_rounds(rounds, args.round_requests)
     return 1 if any(level.errors for level in results) else 0
 
 
@@ -178,7 +191,8 @@ async def run_levels(
     deadline: float,
     server_pid: int,
     client_kind: str,
-) -> list[Level]:
+    paired: Paired,
+) -> tuple[list[Level], list[Round]]:
     headers = {"X-API-Key": key, "Content-Type": "image/png"}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
@@ -206,7 +220,47 @@ async def run_levels(
                 f"p99 {percentile(level.latencies_ms, 99):6.1f} ms, errors {level.errors}",
                 flush=True,
             )
-        return out
+        rounds = []
+        for index in range(paired.rounds):
+            if time.monotonic() >= deadline:
+                print("time is up before the paired rounds end; stopping")
+                break
+            rounds.append(await paired.round(connect, server_pid))
+            last = rounds[-1]
+            print(
+                f"  round {index + 1}: overhead {last.overhead_ms:.2f} ms, ratio {last.ratio:.2f}",
+                flush=True,
+            )
+        return out, rounds
+
+
+@dataclass
+class Round:
+    """One paired round: each service figure next to the raw model's, seconds apart."""
+
+    overhead_ms: float
+    """p50 end to end at 1 client − p50 raw model with 1 caller."""
+    ratio: float
+    """parts/s at 4 clients ÷ raw runs/s with 4 callers."""
+
+
+class Paired:
+    """Alternates the raw model (in this process) and the service, a short step each."""
+
+    def __init__(self, engine: Engine, images: list[bytes], rounds: int, count: int) -> None:
+        self.engine = engine
+        self.images = images
+        self.batches = model_batches(engine, images)
+        self.rounds = rounds
+        self.count = count
+
+    async def round(self, connect: Callable[[], Poster], server_pid: int) -> Round:
+        raw_one = raw_calls(self.engine, self.batches, self.count)
+        one = await one_level(connect, self.images, 1, self.count, server_pid)
+        raw_four = raw_throughput(self.engine, self.batches, self.count, parallel=4)[0]
+        four = await one_level(connect, self.images, 4, self.count, server_pid)
+        overhead = percentile(one.latencies_ms, 50) - percentile(raw_one, 50)
+        return Round(overhead, four.throughput / raw_four)
 
 
 class Poster(Protocol):
@@ -324,19 +378,28 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_model(
-    engine: Engine, images: list[bytes], runs: int, parallel: int
-) -> tuple[list[float], float, float]:
-    """(per-call ms of `Engine.run` from one caller, runs/s with `parallel` callers, CPU ms
-    per run with `parallel` callers)."""
+def model_batches(engine: Engine, images: list[bytes]) -> list[np.ndarray]:
+    """The images as the model's input batches of one, warmed up."""
     batches = [engine.prepare(decode_image(data, "part"))[np.newaxis] for data in images]
     for batch in batches[:4]:
         engine.run(batch)
+    return batches
+
+
+def raw_calls(engine: Engine, batches: list[np.ndarray], runs: int) -> list[float]:
+    """Milliseconds of each `Engine.run` from one caller."""
     times = []
     for index in range(runs):
         start = time.perf_counter()
         engine.run(batches[index % len(batches)])
         times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def raw_throughput(
+    engine: Engine, batches: list[np.ndarray], runs: int, parallel: int
+) -> tuple[float, float]:
+    """(runs/s, CPU ms per run) of `Engine.run` from `parallel` callers at once."""
 
     def work(index: int) -> None:
         engine.run(batches[index % len(batches)])
@@ -344,7 +407,16 @@ def raw_model(
     start, used = time.perf_counter(), cpu()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(work, range(runs)))
-    return times, runs / (time.perf_counter() - start), (cpu() - used) * 1000 / runs
+    return runs / (time.perf_counter() - start), (cpu() - used) * 1000 / runs
+
+
+def raw_model(
+    engine: Engine, images: list[bytes], runs: int, parallel: int
+) -> tuple[list[float], float, float]:
+    """(per-call ms of `Engine.run` from one caller, runs/s with `parallel` callers, CPU ms
+    per run with `parallel` callers)."""
+    batches = model_batches(engine, images)
+    return raw_calls(engine, batches, runs), *raw_throughput(engine, batches, runs, parallel)
 
 
 def print_report(
@@ -399,6 +471,22 @@ def print_report(
     if 4 in by_clients:
         ratio = by_clients[4].throughput / raw_parallel
         print(f"throughput at 4 clients / raw model with 4 callers: {ratio:.2f}")
+
+
+def print_rounds(rounds: list[Round], count: int) -> None:
+    if not rounds:
+        return
+    overheads = [r.overhead_ms for r in rounds]
+    ratios = [r.ratio for r in rounds]
+    print(f"\npaired rounds ({len(rounds)}; {count} raw runs then {count} requests per step):")
+    print(
+        f"  p50 overhead at 1 client: median {statistics.median(overheads):.2f} ms "
+        f"({min(overheads):.2f}–{max(overheads):.2f})"
+    )
+    print(
+        f"  throughput ratio at 4 clients: median {statistics.median(ratios):.2f} "
+        f"({min(ratios):.2f}–{max(ratios):.2f})"
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
