@@ -1,0 +1,34 @@
+"""`scripts/load_test.py`, the service's benchmark, end to end on a tiny budget: it starts the
+service, answers every request and prints each figure the README quotes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "load_test.py"
+
+
+@pytest.mark.slow
+def test_load_test_prints_levels_raw_figures_and_paired_rounds(trained_model: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DEFECTLENS_DATABASE_URL"}
+    done = subprocess.run(
+        [
+            sys.executable, str(SCRIPT), "--model", str(trained_model), "--levels", "1,4",
+            "--requests", "12", "--images", "4", "--rounds", "2", "--round-requests", "8",
+        ],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert re.search(r"^\s+1 clients: .* errors 0$", out, re.MULTILINE), out
+    assert re.search(r"^\s+4 clients: .* errors 0$", out, re.MULTILINE), out
+    assert re.search(r"p50 service overhead at 1 client .*: -?\d+\.\d\d ms", out), out
+    assert re.search(r"throughput at 4 clients / raw model with 4 callers: \d+\.\d\d", out), out
+    assert len(re.findall(r"round \d: overhead -?\d+\.\d\d ms, ratio \d+\.\d\d", out)) == 2, out
+    assert re.search(r"throughput ratio at 4 clients: median \d+\.\d\d", out), out
