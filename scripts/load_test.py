@@ -154,7 +154,8 @@ def main() -> int:
 
     print_report(results, raw_before, raw_after, args.threads)
     print_rounds(rounds, args.round_requests)
-    return 1 if any(level.errors for level in results) else 0
+    failed = any(level.errors for level in results) or any(r.errors for r in rounds)
+    return 1 if failed else 0
 
 
 def train_model(tmp: Path) -> Path:
@@ -242,6 +243,7 @@ class Round:
     """p50 end to end at 1 client − p50 raw model with 1 caller."""
     ratio: float
     """parts/s at 4 clients ÷ raw runs/s with 4 callers."""
+    errors: int
 
 
 class Paired:
@@ -260,7 +262,7 @@ class Paired:
         raw_four = raw_throughput(self.engine, self.batches, self.count, parallel=4)[0]
         four = await one_level(connect, self.images, 4, self.count, server_pid)
         overhead = percentile(one.latencies_ms, 50) - percentile(raw_one, 50)
-        return Round(overhead, four.throughput / raw_four)
+        return Round(overhead, four.throughput / raw_four, one.errors + four.errors)
 
 
 class Poster(Protocol):
@@ -478,7 +480,11 @@ def print_rounds(rounds: list[Round], count: int) -> None:
         return
     overheads = [r.overhead_ms for r in rounds]
     ratios = [r.ratio for r in rounds]
-    print(f"\npaired rounds ({len(rounds)}; {count} raw runs then {count} requests per step):")
+    errors = sum(r.errors for r in rounds)
+    print(
+        f"\npaired rounds ({len(rounds)}; {count} raw runs then {count} requests per step, "
+        f"{errors} errors):"
+    )
     print(
         f"  p50 overhead at 1 client: median {statistics.median(overheads):.2f} ms "
         f"({min(overheads):.2f}–{max(overheads):.2f})"
