@@ -40,11 +40,17 @@ class EngineRegistry:
     """Station id → warmed-up engine, safe to read from many threads while one swaps."""
 
     def __init__(
-        self, threads: int = 2, loader: EngineLoader | None = None, spin: bool = True
+        self,
+        threads: int = 2,
+        loader: EngineLoader | None = None,
+        spin: bool = True,
+        split_overlapping: bool = False,
     ) -> None:
         self.threads = threads
         self._loader: EngineLoader = loader or (
-            lambda path: Engine(path, threads=threads, spin=spin)
+            lambda path: Engine(
+                path, threads=threads, spin=spin, split_overlapping=split_overlapping
+            )
         )
         self._by_station: dict[str, Engine] = {}
         self._by_folder: dict[Path, Engine] = {}

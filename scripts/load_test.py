@@ -6,7 +6,8 @@ keep-alive connections, or `--client httpx`), and prints per level: throughput, 
 end-to-end latency and errors. In the same run, before and after the service, it times the
 same model in this process with `Engine.run` on the same images and thread count (one caller,
 then 4 callers in parallel), and prints the service overhead (p50 end-to-end minus p50 model
-time) and the throughput ratio at 4 clients versus the faster raw 4-caller figure. Then it
+time) and the throughput ratio at 4 clients versus the faster raw 4-caller figure (and, for
+reference, versus the raw model split as the service runs it by default). Then it
 repeats both comparisons in `--rounds` short rounds that alternate the raw model and the
 service (raw 1 caller, 1 client, raw 4 callers, 4 clients), so that each pair is measured
 within a few seconds of each other, and prints the median and range over the rounds: the
@@ -98,6 +99,12 @@ def main() -> int:
         default=None,
         help="the service's DEFECTLENS_ONNX_SPINNING (default: the service's default)",
     )
+    parser.add_argument(
+        "--split",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the service's DEFECTLENS_ONNX_SPLIT_OVERLAPPING (default: the service's default)",
+    )
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
 
@@ -109,12 +116,20 @@ def main() -> int:
         images = part_images(args.images, size)
         print(f"model {engine.card.name} {engine.card.version}: {size} px, {args.threads} threads")
         spin = "service default" if args.spin is None else str(args.spin).lower()
-        print(f"service: DEFECTLENS_ONNX_SPINNING {spin}; raw model: ONNX Runtime's default")
+        split = "service default" if args.split is None else str(args.split).lower()
+        print(
+            f"service: DEFECTLENS_ONNX_SPINNING {spin}, DEFECTLENS_ONNX_SPLIT_OVERLAPPING {split}"
+        )
+        print("raw model: one session with ONNX Runtime's defaults (and, for reference, split)")
         print(f"load generator: {args.client} client, in this process")
         print(f"{len(images)} synthetic parts, {args.requests} requests per level, loopback\n")
         # The raw model is timed before and after the service (the machine's speed drifts);
         # the ratio takes the faster of the two, the stricter comparison.
         raw_before = raw_model(engine, images, args.requests, parallel=4)
+        # For reference: the raw model as the service runs it by default, overlapping runs
+        # on a second, single-threaded session.
+        split_engine = Engine(model, threads=args.threads, split_overlapping=True)
+        split_before = raw_model(split_engine, images, args.requests, parallel=4)[1]
 
         env = {
             **os.environ,
@@ -125,6 +140,8 @@ def main() -> int:
         env.pop("DEFECTLENS_DATABASE_URL", None)
         if args.spin is not None:
             env["DEFECTLENS_ONNX_SPINNING"] = str(args.spin).lower()
+        if args.split is not None:
+            env["DEFECTLENS_ONNX_SPLIT_OVERLAPPING"] = str(args.split).lower()
         cli = [str(BIN / "defectlens")]
         run([*cli, "models", "promote", str(model), "--station", STATION], env)
         key = run([*cli, "keys", "create", "--role", "line", "--name", "load-test"], env)
@@ -151,8 +168,9 @@ def main() -> int:
         finally:
             stop(server)
         raw_after = raw_model(engine, images, args.requests, parallel=4)
+        split_after = raw_model(split_engine, images, args.requests, parallel=4)[1]
 
-    print_report(results, raw_before, raw_after, args.threads)
+    print_report(results, raw_before, raw_after, args.threads, max(split_before, split_after))
     print_rounds(rounds, args.round_requests)
     failed = any(level.errors for level in results) or any(r.errors for r in rounds)
     return 1 if failed else 0
@@ -426,6 +444,7 @@ def print_report(
     raw_before: tuple[list[float], float, float],
     raw_after: tuple[list[float], float, float],
     threads: int,
+    raw_split: float,
 ) -> None:
     # The faster of the two timings of the raw model, the stricter comparison.
     raw_one = min(raw_before[0], raw_after[0], key=lambda times: percentile(times, 50))
@@ -442,6 +461,7 @@ def print_report(
         f"  4 callers: {raw_parallel:.1f} runs/s (before the service {raw_before[1]:.1f}, after "
         f"{raw_after[1]:.1f}), {min(raw_before[2], raw_after[2]):.1f} ms CPU per run"
     )
+    print(f"  4 callers, overlapping runs on one thread each (split): {raw_split:.1f} runs/s")
     print("\nservice over loopback:")
     header = ("clients", "parts/s", "p50 ms", "p99 ms", "model p50", "errors", "CPU ms/part")
     print("  " + " ".join(f"{name:>{len(name) if len(name) > 7 else 7}}" for name in header))
@@ -473,6 +493,8 @@ def print_report(
     if 4 in by_clients:
         ratio = by_clients[4].throughput / raw_parallel
         print(f"throughput at 4 clients / raw model with 4 callers: {ratio:.2f}")
+        split_ratio = by_clients[4].throughput / raw_split
+        print(f"  (/ the split raw model with 4 callers: {split_ratio:.2f})")
 
 
 def print_rounds(rounds: list[Round], count: int) -> None:

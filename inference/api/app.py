@@ -39,7 +39,11 @@ def open_state(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceSta
     station unavailable)."""
     database = open_database(settings.resolved_database_url)
     store = Store(database)
-    registry = EngineRegistry(threads=settings.threads, spin=settings.onnx_spinning)
+    registry = EngineRegistry(
+        threads=settings.threads,
+        spin=settings.onnx_spinning,
+        split_overlapping=settings.onnx_split_overlapping,
+    )
     sync_engines(store, registry)
     keys = KeyCache(lambda key: verify_key(store, key), settings.key_cache_s)
     return ServiceState(settings, database, store, registry, metrics, keys)

@@ -26,6 +26,11 @@ class ServiceSettings(Settings):
     """ONNX Runtime's threads busy-wait between runs: the lowest model time when the cores
     are otherwise idle. False lets them sleep, leaving the cores to the HTTP and store work
     of concurrent requests (see the README's load-test figures for both)."""
+    onnx_split_overlapping: bool = True
+    """A part whose model run starts while another part's is in flight runs on one thread
+    (a second session of the model): a part inspected alone gets all `threads`, parts in
+    flight together take a core each instead of contending for the same ones. About 10%
+    more parts/s at 4 clients on 2 cores (the README's paired load-test rounds)."""
     max_concurrent_inspections: int = Field(default=4, ge=1)
     """Inspections running at once; more requests wait their turn (within the timeout).
     A few in parallel keep the cores busy; many would only slow each other down."""

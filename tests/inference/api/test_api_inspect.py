@@ -233,6 +233,16 @@ def test_timeout_is_504_and_nothing_is_stored(
     assert service.image_files() == []
 
 
+def test_overlapping_parts_run_split_by_default_and_can_be_told_not_to(
+    make_service: Callable[..., Service],
+) -> None:
+    # DEFECTLENS_ONNX_SPLIT_OVERLAPPING: on by default; false keeps one session per model.
+    default = make_service(threads=2)
+    assert default.client.app.state.service.registry.get(STATION).split_overlapping is True
+    off = make_service(threads=2, onnx_split_overlapping=False)
+    assert off.client.app.state.service.registry.get(STATION).split_overlapping is False
+
+
 def test_onnx_spinning_off_gives_the_same_answers(
     make_service: Callable[..., Service], part_images: dict[str, list[Path]]
 ) -> None:

@@ -1,0 +1,55 @@
+"""The ONNX Runtime engine under concurrent callers: parts that overlap share the cores on a
+second, single-threaded session and get the same answers."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectlens.datasets.images import read_image
+from defectlens.datasets.layout import open_dataset
+from defectlens.inference.engine import Engine
+
+
+class CountingSession:
+    """The real session, with its runs counted."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.runs = 0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.runs += 1
+        return self.session.run(*args, **kwargs)
+
+
+def test_overlapping_runs_go_to_the_single_thread_session_with_the_same_answers(
+    trained_model: Path, synthetic_data: Path
+) -> None:
+    plain = Engine(trained_model, threads=2)
+    split = Engine(trained_model, threads=2, split_overlapping=True)
+    assert split.split_overlapping and not plain.split_overlapping
+    samples = open_dataset(synthetic_data).test[:8]
+    batches = [plain.prepare(read_image(sample.path))[np.newaxis] for sample in samples]
+    expected = [plain.run(batch) for batch in batches]
+    overlap = CountingSession(split._overlap_session)
+    split._overlap_session = overlap  # type: ignore[assignment]
+
+    split.run(batches[0])  # alone: the main session, all threads
+    assert overlap.runs == 0
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: split.run(batches[i % 8]), range(48)))
+    assert overlap.runs > 0
+    for index, (score, anomaly_map) in enumerate(results):
+        want_score, want_map = expected[index % 8]
+        np.testing.assert_allclose(score, want_score, atol=1e-5)
+        np.testing.assert_allclose(anomaly_map, want_map, atol=1e-4)
+
+
+def test_a_single_thread_engine_has_nothing_to_split(trained_model: Path) -> None:
+    engine = Engine(trained_model, threads=1, split_overlapping=True)
+    assert not engine.split_overlapping
+    assert engine._overlap_session is engine.session
