@@ -30,7 +30,8 @@ class ServiceSettings(Settings):
     """A part whose model run starts while another part's is in flight runs on one thread
     (a second session of the model): a part inspected alone gets all `threads`, parts in
     flight together take a core each instead of contending for the same ones. About 10%
-    more parts/s at 4 clients on 2 cores (the README's paired load-test rounds)."""
+    more parts/s at 4 clients and 20% at 16 on 2 cores (the README's paired load-test
+    rounds), for a second copy of each served model in memory."""
     max_concurrent_inspections: int = Field(default=4, ge=1)
     """Inspections running at once; more requests wait their turn (within the timeout).
     A few in parallel keep the cores busy; many would only slow each other down."""
