@@ -85,9 +85,8 @@ class Engine:
         if warmup:
             spec = self.card.input
             blank = np.zeros((1, spec.height, spec.width, spec.channels), np.uint8)
-            self.session.run(["score"], {"image": blank})
-            if split:
-                self._overlap_session.run(["score"], {"image": blank})
+            for session in {self.session, self._overlap_session}:
+                session.run(["score", "anomaly_map"], {"image": blank})
 
     @property
     def ref(self) -> ModelRef:
