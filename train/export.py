@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -25,19 +26,20 @@ class ParityError(DefectLensError):
 def export_onnx(network: PatchCore, path: Path, channels: int) -> None:
     height, width = network.input_hw
     example = torch.zeros(1, height, width, channels, dtype=torch.uint8)
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             network,
             (example,),
-            str(path),
+            buffer,
             input_names=["image"],
             output_names=["score", "anomaly_map"],
             dynamic_axes={"image": {0: "N"}, "score": {0: "N"}, "anomaly_map": {0: "N"}},
             opset_version=OPSET,
             dynamo=False,
         )
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(buffer.getvalue())
     drop_empty_trailing_inputs(model.graph)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
