@@ -125,11 +125,13 @@ def main() -> int:
         print(f"{len(images)} synthetic parts, {args.requests} requests per level, loopback\n")
         # The raw model is timed before and after the service (the machine's speed drifts);
         # the ratio takes the faster of the two, the stricter comparison.
-        raw_before = raw_model(engine, images, args.requests, parallel=4)
+        batches = model_batches(engine, images)
+        raw_before = raw_model(engine, batches, args.requests, parallel=4)
         # For reference: the raw model as the service runs it by default, overlapping runs
         # on a second, single-threaded session.
         split_engine = Engine(model, threads=args.threads, split_overlapping=True)
-        split_before = raw_model(split_engine, images, args.requests, parallel=4)[1]
+        split_batches = model_batches(split_engine, images)
+        split_before = raw_throughput(split_engine, split_batches, args.requests, parallel=4)[0]
 
         env = {
             **os.environ,
@@ -158,7 +160,7 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server, deadline)
             levels = [int(n) for n in args.levels.split(",")]
-            paired = Paired(engine, images, args.rounds, args.round_requests)
+            paired = Paired(engine, images, batches, args.rounds, args.round_requests)
             results, rounds = asyncio.run(
                 run_levels(
                     url, key, images, levels, args.requests, deadline, server.pid, args.client,
@@ -167,11 +169,11 @@ def main() -> int:
             )  # fmt: skip
         finally:
             stop(server)
-        raw_after = raw_model(engine, images, args.requests, parallel=4)
-        split_after = raw_model(split_engine, images, args.requests, parallel=4)[1]
+        raw_after = raw_model(engine, batches, args.requests, parallel=4)
+        split_after = raw_throughput(split_engine, split_batches, args.requests, parallel=4)[0]
 
     print_report(results, raw_before, raw_after, args.threads, max(split_before, split_after))
-    print_rounds(rounds, args.round_requests)
+    print_rounds(rounds, args.round_requests, paired.floor_ms)
     failed = any(level.errors for level in results) or any(r.errors for r in rounds)
     return 1 if failed else 0
 
@@ -239,6 +241,7 @@ async def run_levels(
                 f"p99 {percentile(level.latencies_ms, 99):6.1f} ms, errors {level.errors}",
                 flush=True,
             )
+        await paired.measure_floor(connect)
         rounds = []
         for index in range(paired.rounds):
             if time.monotonic() >= deadline:
@@ -267,12 +270,40 @@ class Round:
 class Paired:
     """Alternates the raw model (in this process) and the service, a short step each."""
 
-    def __init__(self, engine: Engine, images: list[bytes], rounds: int, count: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        images: list[bytes],
+        batches: list[np.ndarray],
+        rounds: int,
+        count: int,
+    ) -> None:
         self.engine = engine
         self.images = images
-        self.batches = model_batches(engine, images)
+        self.batches = batches
         self.rounds = rounds
         self.count = count
+        self.floor_ms: dict[str, float] = {}
+        """p50 of requests the service answers without the model, by what they were."""
+
+    async def measure_floor(self, connect: Callable[[], Poster]) -> None:
+        """One client, one request at a time: the service's answer without the model."""
+        poster = connect()
+        for name, expected, path, body in (
+            ("an empty body (422: HTTP, key check, error)", 422,
+             f"/v1/inspect?station={STATION}", b""),
+            ("an unknown station (404: also the thread hop, one store read)", 404,
+             "/v1/inspect?station=no-such-station", self.images[0]),
+        ):  # fmt: skip
+            times = []
+            for _ in range(self.count):
+                start = time.perf_counter()
+                status, _ = await poster.post(path, body)
+                times.append((time.perf_counter() - start) * 1000)
+                if status != expected:
+                    raise SystemExit(f"floor: {path} answered {status}, expected {expected}")
+            self.floor_ms[name] = percentile(times, 50)
+        await poster.close()
 
     async def round(self, connect: Callable[[], Poster], server_pid: int) -> Round:
         raw_one = raw_calls(self.engine, self.batches, self.count)
@@ -431,11 +462,10 @@ def raw_throughput(
 
 
 def raw_model(
-    engine: Engine, images: list[bytes], runs: int, parallel: int
+    engine: Engine, batches: list[np.ndarray], runs: int, parallel: int
 ) -> tuple[list[float], float, float]:
     """(per-call ms of `Engine.run` from one caller, runs/s with `parallel` callers, CPU ms
     per run with `parallel` callers)."""
-    batches = model_batches(engine, images)
     return raw_calls(engine, batches, runs), *raw_throughput(engine, batches, runs, parallel)
 
 
@@ -497,7 +527,11 @@ def print_report(
         print(f"  (/ the split raw model with 4 callers: {split_ratio:.2f})")
 
 
-def print_rounds(rounds: list[Round], count: int) -> None:
+def print_rounds(rounds: list[Round], count: int, floor_ms: dict[str, float]) -> None:
+    if floor_ms:
+        print("\nfloor at 1 client, p50 end to end:")
+        for name, ms in floor_ms.items():
+            print(f"  {ms:6.2f} ms  {name}")
     if not rounds:
         return
     overheads = [r.overhead_ms for r in rounds]
