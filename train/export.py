@@ -32,7 +32,7 @@ def export_onnx(network: PatchCore, path: Path, channels: int) -> None:
         torch.onnx.export(
             network,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # a file-like object works; the stub lists paths
             input_names=["image"],
             output_names=["score", "anomaly_map"],
             dynamic_axes={"image": {0: "N"}, "score": {0: "N"}, "anomaly_map": {0: "N"}},
