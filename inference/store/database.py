@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, Table, insert, text
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from defectlens.inference.store.connect import (
@@ -66,12 +68,47 @@ class Database:
         with self._write_turn, self._writer() as session, session.begin():
             yield session
 
-    @contextmanager
-    def write_connection(self) -> Iterator[Connection]:
-        """A Core connection in one transaction, like `write` but without the ORM's unit of
-        work: for the per-part insert, where that bookkeeping costs more than the SQL."""
-        with self._write_turn, self._write_engine.begin() as connection:
-            yield connection
+    def insert_rows(self, rows: Sequence[tuple[Table, Sequence[dict[str, Any]]]]) -> None:
+        """Insert `rows` (table, values of each row) in one transaction, on the driver itself.
+
+        For the per-part insert: SQLAlchemy's execution layer costs more than the SQL there.
+        Each statement is compiled once per table, columns and dialect, and each value goes
+        through its column type's bind processor, the conversion SQLAlchemy itself applies,
+        so the rows read back through SQLAlchemy as if it had written them. Python-side
+        column defaults are not applied: values that leave out such a column are refused
+        (`ValueError`); a column without one that is left out is NULL. Driver errors come
+        out as SQLAlchemy's (`IntegrityError`, `OperationalError`, ...); on any error nothing
+        is written.
+        """
+        dialect = self.engine.dialect
+        with self._write_turn:
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                statement = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+                try:
+                    if statement is not None:
+                        cursor.execute(statement)
+                    for table, values in rows:
+                        if values:
+                            prepared = _prepared_insert(dialect, table, tuple(values[0]))
+                            statement = prepared.sql
+                            cursor.executemany(statement, prepared.parameters(values))
+                    raw.commit()
+                except BaseException as error:
+                    _rollback(raw)
+                    dbapi = dialect.loaded_dbapi
+                    if isinstance(error, dbapi.Error):
+                        if dialect.is_disconnect(error, raw.dbapi_connection, cursor):
+                            raw.invalidate(error)
+                        raise DBAPIError.instance(
+                            statement, None, error, dbapi.Error, dialect=dialect
+                        ) from error
+                    raise
+                finally:
+                    cursor.close()
+            finally:
+                raw.close()
 
     def ping(self) -> bool:
         """Whether the database answers now (for readiness checks)."""
@@ -91,6 +128,56 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _PreparedInsert:
+    """An INSERT of some columns of a table, compiled for one dialect."""
+
+    def __init__(self, dialect: Dialect, table: Table, columns: tuple[str, ...]) -> None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        self.sql = compiled.string
+        order = list(compiled.positiontup) if compiled.positiontup is not None else None
+        names = order if order is not None else list(compiled.binds)
+        if sorted(names) != sorted(columns):
+            raise ValueError(
+                f"insert into {table.name}: the values leave out "
+                f"{', '.join(sorted(set(names) - set(columns)))}, which have Python-side "
+                "defaults; give them values"
+            )
+        types = {column.key: column.type for column in table.columns}
+        self._processors: Sequence[tuple[str, Callable[[Any], Any] | None]] = [
+            (name, types[name].dialect_impl(dialect).bind_processor(dialect)) for name in names
+        ]
+        self._positional = order is not None
+
+    def parameters(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]:
+        """The driver's parameters for `rows`: converted values in the statement's order (or
+        by name, for drivers with named parameters)."""
+        converted = [
+            [
+                (name, row[name] if process is None else process(row[name]))
+                for name, process in self._processors
+            ]
+            for row in rows
+        ]
+        if self._positional:
+            return [tuple(value for _, value in row) for row in converted]
+        return [dict(row) for row in converted]
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _PreparedInsert:
+    return _PreparedInsert(dialect, table, columns)
+
+
+def _rollback(raw: Any) -> None:
+    """Roll back after a failed insert; a connection that cannot is closed by the pool."""
+    try:
+        raw.rollback()
+    except Exception:  # the original error is the one to report
+        log.warning("rollback after a failed insert failed", exc_info=True)
 
 
 def open_database(url: str | URL, *, migrate: bool = True) -> Database:

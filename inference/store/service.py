@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Table, func, insert, inspect, select
+from sqlalchemy import ColumnElement, String, Table, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -64,7 +64,6 @@ _RESULTS = Base.metadata.tables[ResultRow.__tablename__]
 _DEFECTS = Base.metadata.tables[ResultDefectRow.__tablename__]
 _IMAGES = Base.metadata.tables[ImageRow.__tablename__]
 _OUTBOX = Base.metadata.tables[OutboxRow.__tablename__]
-_INSERTS = {table: insert(table) for table in (_RESULTS, _DEFECTS, _IMAGES, _OUTBOX)}
 
 
 class ResultExists(InputError):
@@ -92,12 +91,9 @@ class Store:
         """
         rows = _result_rows(result, images, sinks)
         try:
-            # Core inserts, the parent first (its children reference it), each child table in
-            # one executemany: the ORM's unit of work cost more than the SQL on this path.
-            with self.db.write_connection() as connection:
-                for table, values in rows:
-                    if values:
-                        connection.execute(_INSERTS[table], values)
+            # The parent first (its children reference it), each child table in one
+            # executemany, on the driver: this is the per-part path (`Database.insert_rows`).
+            self.db.insert_rows(rows)
         except IntegrityError as error:
             if self.get_result(result.result_id) is not None:
                 raise ResultExists(

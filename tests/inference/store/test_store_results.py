@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from store_factories import DEFECTS, T0, make_result
 
 from defectlens.errors import InputError
 from defectlens.inference.store import Database, ResultExists, Store, StoredImage
-from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
+from defectlens.inference.store.tables import Base, ImageRow, OutboxRow, ResultDefectRow, ResultRow
 from defectlens.result import InspectionResult
 
 
@@ -132,6 +133,47 @@ def test_invalid_fields_write_nothing(store: Store, db: Database) -> None:
             make_result(4, defects=[{**DEFECTS[0], "box": (0, 0, 2**40, 1)}], verdict="NG")
         )
     assert counts(db) == {"results": 0, "result_defects": 0, "images": 0, "outbox": 0}
+
+
+def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) -> None:
+    # insert_rows is the per-part write on the driver itself: a failure in a later table
+    # (here a defect of a result that does not exist) must undo the rows before it, and come
+    # out as SQLAlchemy's error, as on every other write path.
+    tables = Base.metadata.tables
+    parent = make_result(5)
+    rows = [
+        (tables["results"], [result_values(parent)]),
+        (tables["result_defects"], [defect_values("no-such-result")]),
+    ]
+    with pytest.raises(IntegrityError):
+        db.insert_rows(rows)
+    assert counts(db)["results"] == 0
+    db.insert_rows(rows[:1])  # the connection is usable again and the parent alone goes in
+    assert counts(db)["results"] == 1
+
+
+def test_insert_rows_refuses_to_skip_a_column_with_a_python_default(db: Database) -> None:
+    # SQLAlchemy fills such columns (images.labeled, images.created_at) when it executes;
+    # the driver would not, so the insert names them or is refused, and writes nothing.
+    tables = Base.metadata.tables
+    result = make_result(6)
+    image = {"result_id": result.result_id, "kind": "image", "path": "a.png", "bytes": 1}
+    rows = [(tables["results"], [result_values(result)]), (tables["images"], [image])]
+    with pytest.raises(ValueError, match=r"created_at.*labeled"):
+        db.insert_rows(rows)
+    assert counts(db)["results"] == 0
+
+
+def result_values(result: InspectionResult) -> dict[str, object]:
+    values = result.model_dump(include=set(ResultRow.__table__.columns.keys()))
+    values["model_name"], values["model_version"] = result.model.name, result.model.version
+    values["timings_ms"] = result.timings_ms.model_dump()
+    return values
+
+
+def defect_values(result_id: str) -> dict[str, object]:
+    box = dict(zip(("x0", "y0", "x1", "y1"), DEFECTS[0]["box"], strict=True))
+    return {"result_id": result_id, "class": "scratch", "score": 0.9, "area_px": 10, **box}
 
 
 def test_verdict_counts_by_station_and_time(store: Store) -> None:
