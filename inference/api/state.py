@@ -31,10 +31,15 @@ class ServiceState:
     lifespan, inside the event loop)."""
 
 
-async def get_state(request: Request) -> ServiceState:
-    """The running service's state (a FastAPI dependency; async, so it costs no thread hop)."""
+def service_state(request: Request) -> ServiceState:
+    """The running service's state."""
     state: ServiceState = request.app.state.service
     return state
+
+
+async def get_state(request: Request) -> ServiceState:
+    """`service_state` as a FastAPI dependency (async, so it costs no thread hop)."""
+    return service_state(request)
 
 
 def verify_key(store: Store, key: str) -> Caller | None:

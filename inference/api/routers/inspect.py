@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from defectlens.inference.api.dependencies import Inspector, State
+from defectlens.inference.api.auth import INSPECT
+from defectlens.inference.api.dependencies import SECURITY, authorize
 from defectlens.inference.api.inspection import run_inspection
+from defectlens.inference.api.state import service_state
 from defectlens.inference.api.upload import overlay_flag, part_metadata, read_upload
 from defectlens.result import InspectionResult
 
@@ -68,7 +70,7 @@ _QUERY_PARAMETERS: list[dict[str, Any]] = [
         "description": "also render the heat-map overlay now (heatmap_url)",
     }
 ]
-_OPENAPI = {**_IMAGE_BODY, "parameters": _QUERY_PARAMETERS}
+_OPENAPI = {**_IMAGE_BODY, "parameters": _QUERY_PARAMETERS, "security": SECURITY}
 
 
 @router.post(
@@ -78,12 +80,15 @@ _OPENAPI = {**_IMAGE_BODY, "parameters": _QUERY_PARAMETERS}
     responses=_ERRORS,
     summary="Inspect one part",
 )
-async def inspect(request: Request, state: State, caller: Inspector) -> Response:
+async def inspect(request: Request) -> Response:
     """Run the station's active model on the image, keep the image if it is NG (or sampled
     OK), store the result and return it. Metadata may come as form fields or query
     parameters (`station` is required); `overlay=true` also renders the heat map now."""
-    # The query is read here rather than declared as FastAPI parameters (the schema above
-    # documents it): this is the per-part path, and every declared parameter costs time.
+    # This is the per-part path, and each parameter or dependency FastAPI resolves costs
+    # time: the key is checked by `authorize` and the query read here (the schema above
+    # documents both).
+    await authorize(request, INSPECT, "inspect parts")
+    state = service_state(request)
     data, form = await read_upload(request, state.settings.max_upload_bytes)
     metadata = part_metadata(form, request.query_params)
     result = await run_inspection(state, data, metadata, overlay_flag(request.query_params))

@@ -52,7 +52,21 @@ def test_inspect_roles(service: Service, good_part: bytes) -> None:
     assert anonymous.status_code == 401
     assert "X-API-Key" in anonymous.json()["detail"]
     assert "WWW-Authenticate" in anonymous.headers
-    assert service.stored_count() == 3
+    # The route checks the key itself (no FastAPI dependency): the same two headers work.
+    bearer = {"Authorization": f"Bearer {service.keys['line']}", "Content-Type": "image/png"}
+    url = f"/v1/inspect?station={STATION}"
+    assert service.client.post(url, content=good_part, headers=bearer).status_code == 200
+    unknown = {"X-API-Key": "dl_00000000_nope", "Content-Type": "image/png"}
+    assert service.client.post(url, content=good_part, headers=unknown).status_code == 401
+    assert service.stored_count() == 4
+
+
+def test_inspect_documents_its_key_schemes(service: Service) -> None:
+    spec = service.client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    security = spec["paths"]["/v1/inspect"]["post"]["security"]
+    assert security == spec["paths"]["/v1/results"]["get"]["security"]
+    assert {name for requirement in security for name in requirement} <= set(schemes)
 
 
 def test_bearer_token_and_revocation(service: Service) -> None:
