@@ -72,6 +72,9 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # Every commit synced to disk, so a power cut cannot take back an answered part.
+        # (Many builds default to this, some to NORMAL in WAL mode: say it.)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()

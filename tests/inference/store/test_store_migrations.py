@@ -41,11 +41,12 @@ def test_migrated_schema_matches_the_tables(db: Database) -> None:
     assert differences == []
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_durable_commits(tmp_path: Path) -> None:
     path = tmp_path / "workspace" / "defectlens.db"  # the folder is created on open
     with open_database(f"sqlite:///{path}") as db, db.read() as session:
         assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL: durable
         assert (session.execute(text("PRAGMA busy_timeout")).scalar() or 0) >= 1000
     assert path.exists()
 
