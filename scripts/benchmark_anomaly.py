@@ -105,6 +105,11 @@ def main() -> None:
         "pixel_auroc": full_test["pixel_auroc"],
         "aupro": full_test["aupro"],
         "per_type_auroc": {k: v.get("auroc") for k, v in full_test["per_type"].items()},
+        "per_type_pixel_auroc": {
+            k: (v["pixel_auroc"], v["defect_pixel_share"])
+            for k, v in full_test["per_type"].items()
+            if "pixel_auroc" in v
+        },
         "held_out_escape_rate": held_out["escape_rate"],
         "held_out_false_reject_rate": held_out["false_reject_rate"],
         "held_out_counts": held_out["counts"],
@@ -124,6 +129,13 @@ def main() -> None:
     print(
         "per type AUROC        "
         + ", ".join(f"{k} {v:.3f}" for k, v in figures["per_type_auroc"].items() if v is not None)
+    )
+    print(
+        "per type pixel AUROC  "
+        + ", ".join(
+            f"{k} {v:.3f} ({share:.0%} of defect px)"
+            for k, (v, share) in figures["per_type_pixel_auroc"].items()
+        )
     )
     print(
         f"escape rate           {held_out['escape_rate']:.3f}  (held-out part of test, "

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from defectlens.datasets.images import read_image, read_mask, to_model_input
-from defectlens.datasets.layout import Sample
+from defectlens.datasets.layout import GOOD, Sample
 from defectlens.inference.engine import Engine
 from defectlens.train import metrics as m
 from defectlens.train.plots import plot_overlays, plot_roc, plot_score_histograms
@@ -71,6 +71,7 @@ def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any
             maps = np.stack([s.anomaly_map for s in with_masks])
             result["pixel_auroc"] = m.pixel_auroc(masks, maps)
             result["aupro"] = m.aupro(masks, maps)
+            pixel_types = np.array([s.sample.defect_type for s in with_masks])
     per_type: dict[str, dict[str, Any]] = {}
     for defect_type in sorted({s.sample.defect_type for s in scored}):
         chosen = np.array([s.sample.defect_type == defect_type for s in scored])
@@ -83,9 +84,27 @@ def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any
             versus = chosen | ~labels
             if (~labels).any():
                 entry["auroc"] = m.auroc(labels[versus], scores[versus])
+            if "pixel_auroc" in result:
+                entry.update(_type_pixels(defect_type, pixel_types, masks, maps))
         per_type[defect_type] = entry
     result["per_type"] = per_type
     return result
+
+
+def _type_pixels(
+    defect_type: str, types: np.ndarray, masks: np.ndarray, maps: np.ndarray
+) -> dict[str, float]:
+    """Pixel AUROC of one defect type (its images and the good ones) and its share of all
+    defect pixels: the pooled pixel AUROC weighs each type by its pixels, so one type with
+    large masks can dominate it."""
+    chosen = (types == defect_type) | (types == GOOD)
+    pixels = int(np.count_nonzero(masks[types == defect_type]))
+    if pixels == 0 or not (types == GOOD).any():
+        return {}
+    return {
+        "pixel_auroc": m.pixel_auroc(masks[chosen], maps[chosen]),
+        "defect_pixel_share": pixels / int(np.count_nonzero(masks)),
+    }
 
 
 def write_plots(scored: Sequence[Scored], threshold: float, folder: Path) -> dict[str, Path]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from defectlens.datasets.layout import Sample
 from defectlens.errors import InputError
+from defectlens.train.evaluate import Scored, compute_metrics
 from defectlens.train.metrics import aupro, auroc, auroc_ci, confusion_at, pixel_auroc, roc_curve
 
 
@@ -187,3 +191,35 @@ def _reference_aupro(masks: np.ndarray, maps: np.ndarray, limit: float) -> float
     keep = fpr <= limit
     x, y = np.r_[0.0, fpr[keep], limit], np.r_[0.0, pro[keep], np.interp(limit, fpr, pro)]
     return float(np.trapezoid(y, x) / limit)
+
+
+def test_pixel_auroc_by_defect_type_shows_which_type_drags_the_pooled_figure() -> None:
+    # A type with large masks the map misses (half its pixels score low) and a type with
+    # small masks the map finds: the pooled figure follows the large type, and the figures
+    # by type say so.
+    rng = np.random.default_rng(0)
+
+    def scored(defect_type: str, index: int, mask: np.ndarray, hot: np.ndarray) -> Scored:
+        anomaly_map = rng.random((16, 16)) * 0.5 + hot
+        sample = Sample(Path(f"{defect_type}{index}.png"), defect_type)
+        return Scored(sample, float(anomaly_map.max()), anomaly_map, anomaly_map, mask)
+
+    empty = np.zeros((16, 16), bool)
+    spot, side = empty.copy(), empty.copy()
+    spot[4:6, 4:6] = True
+    side[8:, :] = True
+    half = np.where(np.arange(16)[:, None] >= 12, 1.0, 0.0) * np.ones((1, 16))
+    samples = (
+        [scored("good", i, empty, 0.0) for i in range(6)]
+        + [scored("spot", i, spot, spot * 1.0) for i in range(3)]
+        + [scored("uneven", i, side, half) for i in range(3)]
+    )
+    metrics = compute_metrics(samples, threshold=1.0)
+    spot_figures, uneven_figures = metrics["per_type"]["spot"], metrics["per_type"]["uneven"]
+    assert spot_figures["pixel_auroc"] == pytest.approx(1.0)
+    assert 0.6 < uneven_figures["pixel_auroc"] < 0.9
+    shares = spot_figures["defect_pixel_share"] + uneven_figures["defect_pixel_share"]
+    assert shares == pytest.approx(1.0)
+    assert uneven_figures["defect_pixel_share"] == pytest.approx(3 * 128 / (3 * 128 + 3 * 4))
+    assert metrics["pixel_auroc"] < 0.9
+    assert "pixel_auroc" not in metrics["per_type"]["good"]
