@@ -43,9 +43,10 @@ class Engine:
         spin: bool = True,
         split_overlapping: bool = False,
     ) -> None:
-        """`spin`: ONNX Runtime's intra-op threads busy-wait for the next run (lowest latency
-        when the cores are otherwise idle); False makes them sleep, which leaves the cores
-        to the rest of a busy process, e.g. the service's HTTP and store work.
+        """`spin`: ONNX Runtime's intra-op threads busy-wait between the operators of a run
+        (the lowest latency) and go to sleep when the run ends, leaving the cores to the
+        rest of the process, e.g. the service's HTTP and store work; False makes them sleep
+        between operators too.
 
         `split_overlapping`: a run that starts while another is in flight goes to a second,
         single-threaded session of the model. A part inspected alone still gets all
@@ -175,4 +176,8 @@ def _session(model: bytes, threads: int, spin: bool) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        # Spin within a run, where it saves a wake-up per operator, but not after it: a pool
+        # thread spinning for the next run burns a core the rest of the process needs.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -120,7 +120,9 @@ def main() -> int:
         print(
             f"service: DEFECTLENS_ONNX_SPINNING {spin}, DEFECTLENS_ONNX_SPLIT_OVERLAPPING {split}"
         )
-        print("raw model: one session with ONNX Runtime's defaults (and, for reference, split)")
+        print(
+            f"raw model: Engine.run, one {args.threads}-thread session (and, for reference, split)"
+        )
         print(f"load generator: {args.client} client, in this process")
         print(f"{len(images)} synthetic parts, {args.requests} requests per level, loopback\n")
         # The raw model is timed before and after the service (the machine's speed drifts);
