@@ -106,14 +106,14 @@ def _caption(name: str) -> str:
 
 
 def _number(key: str, value: Any) -> str:
-    """A figure as the plant reads it: rates in percent, scores to three decimals."""
+    """A figure as the plant reads it: rates and shares in percent, scores to three decimals."""
     if value is None:
         return _DASH
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value) if not isinstance(value, dict | list) else json.dumps(value)
     if isinstance(value, int):
         return f"{value:,}"
-    if key.endswith("rate") or key == "target":
+    if key.endswith(("rate", "share")) or key == "target":
         return f"{value:.2%}" if 0 < abs(value) < 0.01 else f"{value:.1%}"
     if key == "threshold":
         return f"{value:.4g}"

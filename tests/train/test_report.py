@@ -26,7 +26,13 @@ METRICS = {
     "policy": "best_f1",
     "target": None,
     "per_type": {
-        "scratch": {"count": 23, "auroc": 0.991, "escape_rate": 0.0},
+        "scratch": {
+            "count": 23,
+            "auroc": 0.991,
+            "escape_rate": 0.0,
+            "pixel_auroc": 0.932,
+            "defect_pixel_share": 0.7123,
+        },
         "<crack & dent>": {"count": 17, "auroc": 0.943, "escape_rate": 0.0588},
     },
     "n_images": 160,
@@ -84,6 +90,8 @@ def test_report_writes_metrics_and_a_page_with_the_figures(
         "policy best_f1",
         "scratch",
         "5.9%",  # per-type escape rate
+        "0.932",  # per-type pixel AUROC
+        "71.2%",  # the type's share of the defect pixels
     ]:
         assert expected in text, expected
     # plots drawn elsewhere are copied in and referenced relatively
