@@ -103,6 +103,15 @@ class PostgresServer:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database, closing the connections open to it: an outage for its clients."""
+        import psycopg
+
+        with psycopg.connect(
+            host=self.host, port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         record = pwd.getpwnam(self.user) if self.user is not None else None
         return subprocess.run(

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from defectlens.errors import DefectLensError, InputError
@@ -103,6 +104,22 @@ def install_error_handlers(app: FastAPI) -> None:
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, unreachable or locked: the service is fine, and the
+        # transaction (with any image it kept) was undone.
+        state = getattr(request.app.state, "service", None)
+        where = f" at {state.database.url}" if state is not None else ""
+        reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+        log.error("%s %s: the result store failed: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {
+                "detail": f"the result store{where} did not answer ({first_line}); nothing "
+                "was written. Retry; GET /readyz shows when the store is back"
+            },
+            status_code=503,
+        )
+
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s: unexpected error", request.method, request.url.path)
         return JSONResponse(
@@ -113,4 +130,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DefectLensError, defectlens_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(OperationalError, store_unavailable)
+    app.add_exception_handler(InterfaceError, store_unavailable)
     app.add_exception_handler(Exception, unexpected_error)

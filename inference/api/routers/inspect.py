@@ -55,6 +55,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "upload over the byte limit or image over the pixel limit"},
     415: {"description": "the body is not multipart, image/* or application/octet-stream"},
     422: {"description": "unreadable image or invalid metadata (the detail says which)"},
+    503: {"description": "the result store did not answer; nothing stored, retry"},
     504: {"description": "the inspection ran past the request timeout; nothing stored"},
 }
 

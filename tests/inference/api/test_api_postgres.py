@@ -1,9 +1,13 @@
-"""The same service on a real PostgreSQL server: inspect, trace, page, promote, roll back."""
+"""The same service on a real PostgreSQL server: inspect, trace, page, promote, roll back,
+and an outage of the database."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from api_service import STATION, Service
+from pg_server import PostgresServer
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -33,3 +37,22 @@ def test_round_trip_pages_and_deployments(service: Service, good_part: bytes) ->
     assert service.client.get("/readyz").json()["ready"] is True
     assert service.inspect(b"", serial="bad").status_code == 422
     assert service.stored_count() == 7
+
+
+def test_a_lost_database_is_a_503_that_says_so_and_writes_nothing(
+    service: Service, part_images: dict[str, list[Path]], postgres_server: PostgresServer
+) -> None:
+    ng_part = part_images["missing"][0].read_bytes()
+    first = service.inspect(ng_part)
+    assert first.status_code == 200 and first.json()["verdict"] == "NG"  # its image is kept
+    images_before = service.image_files()
+    database = service.settings.resolved_database_url.rsplit("/", 1)[1]
+    postgres_server.drop_database(database)  # closes the service's connections too
+
+    lost = service.inspect(ng_part, serial="during-outage")
+    assert lost.status_code == 503, lost.text
+    detail = lost.json()["detail"]
+    assert "result store" in detail and database in detail and "nothing was written" in detail
+    assert service.image_files() == images_before  # the image kept for it is removed again
+    assert service.client.get("/healthz").status_code == 200
+    assert service.client.get("/readyz").status_code == 503
