@@ -75,8 +75,9 @@ class Database:
         Each statement is compiled once per table, columns and dialect, and each value goes
         through its column type's bind processor, the conversion SQLAlchemy itself applies,
         so the rows read back through SQLAlchemy as if it had written them. Python-side
-        column defaults are not applied: values that leave out such a column are refused
-        (`ValueError`); a column without one that is left out is NULL. Driver errors come
+        column defaults are not applied: values that leave out such a column, or name no
+        column, are refused (`ValueError`); a column without one that is left out is NULL.
+        Driver errors come
         out as SQLAlchemy's (`IntegrityError`, `OperationalError`, ...); on any error nothing
         is written.
         """
@@ -138,11 +139,13 @@ class _PreparedInsert:
         self.sql = compiled.string
         order = list(compiled.positiontup) if compiled.positiontup is not None else None
         names = order if order is not None else list(compiled.binds)
-        if sorted(names) != sorted(columns):
+        unknown, missing = sorted(set(columns) - set(names)), sorted(set(names) - set(columns))
+        if unknown:
+            raise ValueError(f"insert into {table.name}: no column {', '.join(unknown)}")
+        if missing:
             raise ValueError(
-                f"insert into {table.name}: the values leave out "
-                f"{', '.join(sorted(set(names) - set(columns)))}, which have Python-side "
-                "defaults; give them values"
+                f"insert into {table.name}: the values leave out {', '.join(missing)}, which "
+                "have Python-side defaults; give them values"
             )
         types = {column.key: column.type for column in table.columns}
         self._processors: Sequence[tuple[str, Callable[[Any], Any] | None]] = [

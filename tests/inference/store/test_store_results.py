@@ -152,7 +152,7 @@ def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) 
     assert counts(db)["results"] == 1
 
 
-def test_insert_rows_refuses_to_skip_a_column_with_a_python_default(db: Database) -> None:
+def test_insert_rows_refuses_a_skipped_default_or_an_unknown_column(db: Database) -> None:
     # SQLAlchemy fills such columns (images.labeled, images.created_at) when it executes;
     # the driver would not, so the insert names them or is refused, and writes nothing.
     tables = Base.metadata.tables
@@ -161,6 +161,9 @@ def test_insert_rows_refuses_to_skip_a_column_with_a_python_default(db: Database
     rows = [(tables["results"], [result_values(result)]), (tables["images"], [image])]
     with pytest.raises(ValueError, match=r"created_at.*labeled"):
         db.insert_rows(rows)
+    misnamed = {**result_values(result), "serial_no": "S1"}
+    with pytest.raises(ValueError, match="no column serial_no"):
+        db.insert_rows([(tables["results"], [misnamed])])
     assert counts(db)["results"] == 0
 
 
