@@ -77,9 +77,8 @@ class Database:
         so the rows read back through SQLAlchemy as if it had written them. Python-side
         column defaults are not applied: values that leave out such a column, or name no
         column, are refused (`ValueError`); a column without one that is left out is NULL.
-        Driver errors come
-        out as SQLAlchemy's (`IntegrityError`, `OperationalError`, ...); on any error nothing
-        is written.
+        Driver errors come out as SQLAlchemy's (`IntegrityError`, `OperationalError`, ...);
+        on any error nothing is written.
         """
         dialect = self.engine.dialect
         with self._write_turn:
