@@ -103,14 +103,22 @@ class PostgresServer:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def drop_database(self, name: str) -> None:
-        """Drop a database, closing the connections open to it: an outage for its clients."""
+    def set_reachable(self, name: str, reachable: bool) -> None:
+        """Open or close a database to connections; closing also ends the open ones, as an
+        outage of the server would for its clients (the data stays)."""
         import psycopg
 
         with psycopg.connect(
             host=self.host, port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            connection.execute(
+                f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if reachable else "false"}'
+            )
+            if not reachable:
+                connection.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         record = pwd.getpwnam(self.user) if self.user is not None else None

@@ -39,7 +39,7 @@ def test_round_trip_pages_and_deployments(service: Service, good_part: bytes) ->
     assert service.stored_count() == 7
 
 
-def test_a_lost_database_is_a_503_that_says_so_and_writes_nothing(
+def test_a_database_outage_is_a_503_that_writes_nothing_and_the_service_recovers(
     service: Service, part_images: dict[str, list[Path]], postgres_server: PostgresServer
 ) -> None:
     ng_part = part_images["missing"][0].read_bytes()
@@ -47,7 +47,7 @@ def test_a_lost_database_is_a_503_that_says_so_and_writes_nothing(
     assert first.status_code == 200 and first.json()["verdict"] == "NG"  # its image is kept
     images_before = service.image_files()
     database = service.settings.resolved_database_url.rsplit("/", 1)[1]
-    postgres_server.drop_database(database)  # closes the service's connections too
+    postgres_server.set_reachable(database, False)  # also ends the service's connections
 
     lost = service.inspect(ng_part, serial="during-outage")
     assert lost.status_code == 503, lost.text
@@ -56,3 +56,10 @@ def test_a_lost_database_is_a_503_that_says_so_and_writes_nothing(
     assert service.image_files() == images_before  # the image kept for it is removed again
     assert service.client.get("/healthz").status_code == 200
     assert service.client.get("/readyz").status_code == 503
+
+    # The store comes back: the same service answers again, with what it held before.
+    postgres_server.set_reachable(database, True)
+    back = service.inspect(ng_part, serial="after-outage")
+    assert back.status_code == 200, back.text
+    assert service.client.get("/readyz").status_code == 200
+    assert service.stored_count() == 2
