@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -147,8 +147,9 @@ class _PreparedInsert:
                 "have Python-side defaults; give them values"
             )
         types = {column.key: column.type for column in table.columns}
-        self._processors: Sequence[tuple[str, Callable[[Any], Any] | None]] = [
-            (name, types[name].dialect_impl(dialect).bind_processor(dialect)) for name in names
+        self._names = names
+        self._processors = [
+            types[name].dialect_impl(dialect).bind_processor(dialect) for name in names
         ]
         self._positional = order is not None
 
@@ -159,14 +160,14 @@ class _PreparedInsert:
         by name, for drivers with named parameters)."""
         converted = [
             [
-                (name, row[name] if process is None else process(row[name]))
-                for name, process in self._processors
+                row[name] if process is None else process(row[name])
+                for name, process in zip(self._names, self._processors, strict=True)
             ]
             for row in rows
         ]
         if self._positional:
-            return [tuple(value for _, value in row) for row in converted]
-        return [dict(row) for row in converted]
+            return [tuple(values) for values in converted]
+        return [dict(zip(self._names, values, strict=True)) for values in converted]
 
 
 @functools.lru_cache(maxsize=64)
