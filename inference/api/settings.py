@@ -25,7 +25,7 @@ class ServiceSettings(Settings):
     onnx_spinning: bool = True
     """ONNX Runtime's threads busy-wait between the operators of a run (the lowest model
     time) and sleep when the run ends, leaving the cores to the HTTP and store work. False
-    lets them sleep between operators too: about 1 ms more model time per part here."""
+    lets them sleep between operators too, at the cost of more model time per part."""
     onnx_split_overlapping: bool = True
     """A part whose model run starts while another part's is in flight runs on one thread
     (a second session of the model): a part inspected alone gets all `threads`, parts in
