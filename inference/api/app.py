@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import anyio
@@ -46,7 +47,8 @@ def open_state(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceSta
     )
     sync_engines(store, registry)
     keys = KeyCache(lambda key: verify_key(store, key), settings.key_cache_s)
-    return ServiceState(settings, database, store, registry, metrics, keys)
+    inspections = ThreadPoolExecutor(settings.max_concurrent_inspections, "inspect")
+    return ServiceState(settings, database, store, registry, metrics, keys, inspections)
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -59,7 +61,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if settings.auth_disabled:
             log.warning(AUTH_DISABLED_WARNING)
         state = await anyio.to_thread.run_sync(open_state, settings, metrics)
-        state.inspection_slots = anyio.CapacityLimiter(settings.max_concurrent_inspections)
         app.state.service = state
         loops = []
         if settings.deployment_poll_s > 0:
@@ -73,6 +74,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Inspections in flight finish and store their results before the store closes.
+            await anyio.to_thread.run_sync(state.inspections.shutdown)
             state.database.close()
 
     app = FastAPI(

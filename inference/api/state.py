@@ -5,10 +5,10 @@ Created by the app's lifespan and reached from routes through `Depends(get_state
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import cast
 
-import anyio
 from fastapi import Request
 
 from defectlens.inference.api.auth import ROLES, Caller, KeyCache, Role
@@ -26,9 +26,9 @@ class ServiceState:
     registry: EngineRegistry
     metrics: ServiceMetrics
     keys: KeyCache
-    inspection_slots: anyio.CapacityLimiter | None = field(default=None)
-    """At most `max_concurrent_inspections` worker threads inspecting at once (set by the
-    lifespan, inside the event loop)."""
+    inspections: ThreadPoolExecutor
+    """`max_concurrent_inspections` worker threads, each inspecting one part at a time;
+    more parts queue for them."""
 
 
 def service_state(request: Request) -> ServiceState:

@@ -4,6 +4,7 @@ kind of bad input answered 4xx with nothing stored."""
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,6 +232,28 @@ def test_timeout_is_504_and_nothing_is_stored(
     time.sleep(0.5)
     assert service.stored_count() == 0
     assert service.image_files() == []
+
+
+def test_a_part_that_times_out_in_the_queue_is_never_inspected(
+    make_service: Callable[..., Service], good_part: bytes
+) -> None:
+    # One inspection thread, held busy: the part waits its turn past the timeout, is
+    # answered 504, and is dropped from the queue rather than inspected later.
+    service = make_service(
+        max_concurrent_inspections=1, request_timeout_s=0.5, keep_ok_fraction=1.0
+    )
+    inspections = service.client.app.state.service.inspections
+    release = threading.Event()
+    busy = inspections.submit(release.wait, 30)
+    response = service.inspect(good_part, serial="queued")
+    assert response.status_code == 504, response.text
+    release.set()
+    busy.result(timeout=30)
+    inspections.submit(lambda: None).result(timeout=30)  # the queue has drained
+    assert service.stored_count() == 0
+    assert service.image_files() == []
+    assert service.inspect(good_part, serial="next").status_code == 200
+    assert service.stored_count() == 1
 
 
 def test_overlapping_parts_run_split_by_default_and_can_be_told_not_to(
