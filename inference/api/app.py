@@ -8,10 +8,11 @@ Run it with `defectlens serve` (one worker: each worker process would load every
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 from fastapi import FastAPI
@@ -51,6 +52,28 @@ def open_state(settings: ServiceSettings, metrics: ServiceMetrics) -> ServiceSta
     return ServiceState(settings, database, store, registry, metrics, keys, inspections)
 
 
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between the garbage collector's young-generation passes while serving
+(Python's default is 700, a pass every request or two here)."""
+
+
+@contextmanager
+def serving_gc() -> Iterator[None]:
+    """The garbage collector set up for serving, as long servers do: what startup built
+    (imports, loaded models, the store) is frozen out of every later pass, and young passes
+    run less often. Memory is still freed by reference counting as before; only cyclic
+    garbage waits longer. About 0.1-0.2 ms less per part at 1 client on 2 cores."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The app for `settings` (default: from the environment and defectlens.yaml)."""
     settings = settings if settings is not None else ServiceSettings()
@@ -69,7 +92,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             loops.append(_every(settings.retention_interval_s, _apply_retention, state))
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
-            yield
+            with serving_gc():
+                yield
         finally:
             for task in tasks:
                 task.cancel()
