@@ -9,9 +9,10 @@ then 4 callers in parallel), and prints the service overhead (p50 end-to-end min
 time) and the throughput ratio at 4 clients versus the faster raw 4-caller figure (and, for
 reference, versus the raw model split as the service runs it by default). Then it
 repeats both comparisons in `--rounds` short rounds that alternate the raw model and the
-service (raw 1 caller, 1 client, raw 4 callers, 4 clients), so that each pair is measured
-within a few seconds of each other, and prints the median and range over the rounds: the
-machine's speed drifts by ±20% from minute to minute.
+service (1 client: `--pair-chunk` raw runs, then as many requests, in turn; then raw 4
+callers, 4 clients), so that each pair is measured within moments of each other, and prints
+the median and range over the rounds: the machine's speed drifts by ±20% from minute to
+minute.
 
     .venv/bin/python scripts/load_test.py --model MODEL_DIR      # a version folder
     .venv/bin/python scripts/load_test.py                        # trains a 256 px model first
@@ -88,6 +89,12 @@ def main() -> int:
         "--round-requests", type=int, default=60, help="requests (and raw runs) per round step"
     )
     parser.add_argument(
+        "--pair-chunk",
+        type=int,
+        default=10,
+        help="1-client step of a round: this many raw runs, then this many requests, in turn",
+    )
+    parser.add_argument(
         "--client",
         choices=("socket", "httpx"),
         default="socket",
@@ -162,7 +169,9 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server, deadline)
             levels = [int(n) for n in args.levels.split(",")]
-            paired = Paired(engine, images, batches, args.rounds, args.round_requests)
+            paired = Paired(
+                engine, images, batches, args.rounds, args.round_requests, args.pair_chunk
+            )
             results, rounds = asyncio.run(
                 run_levels(
                     url, key, images, levels, args.requests, deadline, server.pid, args.client,
@@ -175,7 +184,7 @@ def main() -> int:
         split_after = raw_throughput(split_engine, split_batches, args.requests, parallel=4)[0]
 
     print_report(results, raw_before, raw_after, args.threads, max(split_before, split_after))
-    print_rounds(rounds, args.round_requests, paired.floor_ms)
+    print_rounds(rounds, args.round_requests, args.pair_chunk, paired.floor_ms)
     failed = any(level.errors for level in results) or any(r.errors for r in rounds)
     return 1 if failed else 0
 
@@ -260,7 +269,7 @@ async def run_levels(
 
 @dataclass
 class Round:
-    """One paired round: each service figure next to the raw model's, seconds apart."""
+    """One paired round: each service figure next to the raw model's, measured in turn."""
 
     overhead_ms: float
     """p50 end to end at 1 client − p50 raw model with 1 caller."""
@@ -279,12 +288,14 @@ class Paired:
         batches: list[np.ndarray],
         rounds: int,
         count: int,
+        chunk: int,
     ) -> None:
         self.engine = engine
         self.images = images
         self.batches = batches
         self.rounds = rounds
         self.count = count
+        self.chunk = max(1, chunk)
         self.floor_ms: dict[str, float] = {}
         """p50 of requests the service answers without the model, by what they were."""
 
@@ -308,12 +319,38 @@ class Paired:
         await poster.close()
 
     async def round(self, connect: Callable[[], Poster], server_pid: int) -> Round:
-        raw_one = raw_calls(self.engine, self.batches, self.count)
-        one = await one_level(connect, self.images, 1, self.count, server_pid)
+        raw_one, one, errors = await self.one_client(connect)
         raw_four = raw_throughput(self.engine, self.batches, self.count, parallel=4)[0]
         four = await one_level(connect, self.images, 4, self.count, server_pid)
-        overhead = percentile(one.latencies_ms, 50) - percentile(raw_one, 50)
-        return Round(overhead, four.throughput / raw_four, one.errors + four.errors)
+        overhead = percentile(one, 50) - percentile(raw_one, 50)
+        return Round(overhead, four.throughput / raw_four, errors + four.errors)
+
+    async def one_client(
+        self, connect: Callable[[], Poster]
+    ) -> tuple[list[float], list[float], int]:
+        """(raw ms, end-to-end ms, errors) of `count` raw runs and `count` requests from one
+        client, taken `chunk` at a time in turn: each half of the pair sees the same phases
+        of the machine, to within a chunk's time."""
+        poster = connect()
+        raw: list[float] = []
+        latencies: list[float] = []
+        errors = 0
+        for index in range(self.count):
+            if index % self.chunk == 0:
+                raw += raw_calls(self.engine, self.batches, self.chunk, first=index)
+            path = f"/v1/inspect?station={STATION}&serial=LT-pair-{index}"
+            start = time.perf_counter()
+            try:
+                status, _ = await poster.post(path, self.images[index % len(self.images)])
+            except httpx.HTTPError:
+                errors += 1
+                continue
+            if status == 200:
+                latencies.append((time.perf_counter() - start) * 1000)
+            else:
+                errors += 1
+        await poster.close()
+        return raw, latencies, errors
 
 
 class Poster(Protocol):
@@ -439,10 +476,10 @@ def model_batches(engine: Engine, images: list[bytes]) -> list[np.ndarray]:
     return batches
 
 
-def raw_calls(engine: Engine, batches: list[np.ndarray], runs: int) -> list[float]:
-    """Milliseconds of each `Engine.run` from one caller."""
+def raw_calls(engine: Engine, batches: list[np.ndarray], runs: int, first: int = 0) -> list[float]:
+    """Milliseconds of each `Engine.run` from one caller (images from index `first` on)."""
     times = []
-    for index in range(runs):
+    for index in range(first, first + runs):
         start = time.perf_counter()
         engine.run(batches[index % len(batches)])
         times.append((time.perf_counter() - start) * 1000)
@@ -529,7 +566,7 @@ def print_report(
         print(f"  (/ the split raw model with 4 callers: {split_ratio:.2f})")
 
 
-def print_rounds(rounds: list[Round], count: int, floor_ms: dict[str, float]) -> None:
+def print_rounds(rounds: list[Round], count: int, chunk: int, floor_ms: dict[str, float]) -> None:
     if floor_ms:
         print("\nfloor at 1 client, p50 end to end:")
         for name, ms in floor_ms.items():
@@ -540,8 +577,8 @@ def print_rounds(rounds: list[Round], count: int, floor_ms: dict[str, float]) ->
     ratios = [r.ratio for r in rounds]
     errors = sum(r.errors for r in rounds)
     print(
-        f"\npaired rounds ({len(rounds)}; {count} raw runs then {count} requests per step, "
-        f"{errors} errors):"
+        f"\npaired rounds ({len(rounds)}; per step {count} raw runs and {count} requests, at 1 "
+        f"client {chunk} of each in turn; {errors} errors):"
     )
     print(
         f"  p50 overhead at 1 client: median {statistics.median(overheads):.2f} ms "

@@ -33,5 +33,5 @@ def test_load_test_prints_levels_raw_figures_and_paired_rounds(trained_model: Pa
     assert len(re.findall(r"round \d: overhead -?\d+\.\d\d ms, ratio \d+\.\d\d", out)) == 2, out
     assert re.search(r"^\s+\d+\.\d\d ms  an empty body \(422", out, re.MULTILINE), out
     assert re.search(r"^\s+\d+\.\d\d ms  an unknown station \(404", out, re.MULTILINE), out
-    assert re.search(r"paired rounds \(2; .*, 0 errors\)", out), out
+    assert re.search(r"paired rounds \(2; .*; 0 errors\)", out), out
     assert re.search(r"throughput ratio at 4 clients: median \d+\.\d\d", out), out
