@@ -337,7 +337,8 @@ class Paired:
         errors = 0
         for index in range(self.count):
             if index % self.chunk == 0:
-                raw += raw_calls(self.engine, self.batches, self.chunk, first=index)
+                runs = min(self.chunk, self.count - index)
+                raw += raw_calls(self.engine, self.batches, runs, first=index)
             path = f"/v1/inspect?station={STATION}&serial=LT-pair-{index}"
             start = time.perf_counter()
             try:
