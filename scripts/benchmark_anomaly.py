@@ -110,6 +110,8 @@ def main() -> None:
             for k, v in full_test["per_type"].items()
             if "pixel_auroc" in v
         },
+        "pixel_auroc_vs_good_images": full_test.get("pixel_auroc_vs_good_images"),
+        "normal_area_vs_good_images_auroc": full_test.get("normal_area_vs_good_images_auroc"),
         "held_out_escape_rate": held_out["escape_rate"],
         "held_out_false_reject_rate": held_out["false_reject_rate"],
         "held_out_counts": held_out["counts"],
@@ -137,6 +139,13 @@ def main() -> None:
             for k, (v, share) in figures["per_type_pixel_auroc"].items()
         )
     )
+    apart = figures["pixel_auroc_vs_good_images"], figures["normal_area_vs_good_images_auroc"]
+    if None not in apart:
+        print(f"pixel AUROC vs good   {apart[0]:.3f}  (defect pixels against good images only)")
+        print(
+            f"normal areas vs good  {apart[1]:.3f}  (defective images' normal pixels against "
+            "good images'; 0.5: alike)"
+        )
     print(
         f"escape rate           {held_out['escape_rate']:.3f}  (held-out part of test, "
         f"{held_out['counts']})"

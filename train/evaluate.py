@@ -72,6 +72,7 @@ def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any
             result["pixel_auroc"] = m.pixel_auroc(masks, maps)
             result["aupro"] = m.aupro(masks, maps)
             pixel_types = np.array([s.sample.defect_type for s in with_masks])
+            result.update(_against_good_images(pixel_types == GOOD, masks, maps))
     per_type: dict[str, dict[str, Any]] = {}
     for defect_type in sorted({s.sample.defect_type for s in scored}):
         chosen = np.array([s.sample.defect_type == defect_type for s in scored])
@@ -104,6 +105,22 @@ def _type_pixels(
     return {
         "pixel_auroc": m.pixel_auroc(masks[chosen], maps[chosen]),
         "defect_pixel_share": pixels / int(np.count_nonzero(masks)),
+    }
+
+
+def _against_good_images(good: np.ndarray, masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
+    """The pooled pixel AUROC taken apart: the defect pixels against the pixels of good
+    images alone, and the defect-free pixels of defective images against the same. The
+    second is 0.5 when the model sees a defective image's normal area as it sees a good
+    image; above it, those areas score high (a halo around each defect, or the whole image
+    unusual), and ranked against every defect pixel they pull the pooled figure down."""
+    in_good = np.broadcast_to(good[:, None, None], masks.shape)
+    normal_area = ~masks & ~in_good
+    if not good.any() or not normal_area.any():
+        return {}
+    return {
+        "pixel_auroc_vs_good_images": m.pixel_group_auroc(maps, masks, in_good),
+        "normal_area_vs_good_images_auroc": m.pixel_group_auroc(maps, normal_area, in_good),
     }
 
 

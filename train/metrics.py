@@ -156,30 +156,64 @@ def pixel_auroc(masks: npt.ArrayLike, maps: npt.ArrayLike) -> float:
     """
     m, a = _check_pixels(masks, maps)
     n_pos = int(np.count_nonzero(m))
-    n_neg = m.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == m.size:
         present = "defect" if n_pos else "good"
         raise InputError(
             f"pixel AUROC needs both defect and good pixels; the masks hold only {present} ones"
+        )
+    return pixel_group_auroc(a, m, ~m)
+
+
+def pixel_group_auroc(
+    maps: npt.ArrayLike, positive: npt.ArrayLike, negative: npt.ArrayLike
+) -> float:
+    """AUROC of the map pixels that `positive` selects against those `negative` selects
+    (both boolean, the maps' [N, H, W] shape); pixels in neither are left out. With the
+    masks and their complement this is `pixel_auroc`; other choices compare groups of
+    pixels, e.g. defect pixels against the pixels of good images only."""
+    pos_sel, a = _check_pixels(positive, maps)
+    neg_sel, _ = _check_pixels(negative, maps)
+    n_pos, n_neg = int(np.count_nonzero(pos_sel)), int(np.count_nonzero(neg_sel))
+    if n_pos == 0 or n_neg == 0:
+        raise InputError(
+            f"a pixel AUROC needs pixels on both sides; got {n_pos} positive and {n_neg} "
+            "negative ones"
         )
     pos = np.empty(n_pos, dtype=np.float32)
     neg = np.empty(n_neg, dtype=np.float32)
     at_pos = at_neg = 0
     for start in range(0, a.shape[0], _IMAGES_PER_CHUNK):
         chunk = a[start : start + _IMAGES_PER_CHUNK]
-        mask = m[start : start + _IMAGES_PER_CHUNK]
         _check_finite(chunk)
-        p, q = chunk[mask], chunk[~mask]
+        p = chunk[pos_sel[start : start + _IMAGES_PER_CHUNK]]
+        q = chunk[neg_sel[start : start + _IMAGES_PER_CHUNK]]
         pos[at_pos : at_pos + p.size] = p
         neg[at_neg : at_neg + q.size] = q
         at_pos += p.size
         at_neg += q.size
+    return _auroc_of_samples(pos, neg)
+
+
+_SEARCH_CHUNK = 1 << 22
+"""Pixels looked up at once when ranking one side among the other (32 MB of positions)."""
+
+
+def _auroc_of_samples(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive > a negative), ties counting one half; sorts both arrays in place.
+
+    Looks up the smaller side in the larger one, a chunk at a time, so memory stays near
+    the two arrays themselves."""
+    if pos.size > neg.size:
+        return 1.0 - _auroc_of_samples(neg, pos)
     pos.sort()
     neg.sort()
-    below = np.searchsorted(neg, pos, side="left").astype(np.float64)
-    up_to = np.searchsorted(neg, pos, side="right").astype(np.float64)
-    # each positive wins over the negatives below it and ties half with the equal ones
-    return float((below + up_to).sum() / (2.0 * n_pos * n_neg))
+    wins = 0.0
+    for start in range(0, pos.size, _SEARCH_CHUNK):
+        part = pos[start : start + _SEARCH_CHUNK]
+        # each positive wins over the negatives below it and ties half with the equal ones
+        wins += float(np.searchsorted(neg, part, side="left").sum(dtype=np.float64))
+        wins += float(np.searchsorted(neg, part, side="right").sum(dtype=np.float64))
+    return wins / (2.0 * pos.size * neg.size)
 
 
 def aupro(

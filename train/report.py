@@ -30,13 +30,32 @@ _HEADLINE = (
     ("false_reject_rate", "False-reject rate"),
     ("threshold", "Threshold"),
 )
-_SHOWN_ELSEWHERE = {key for key, _ in _HEADLINE} | {
-    "image_auroc_ci",
-    "policy",
-    "target",
-    "level",
-    "per_type",
-}
+# The pooled pixel AUROC taken apart (train.evaluate): key, caption, how to read it.
+_PIXELS_APART = (
+    (
+        "pixel_auroc_vs_good_images",
+        "Defect pixels against good images",
+        "against the pixels of good images only: how well the map finds the defects",
+    ),
+    (
+        "normal_area_vs_good_images_auroc",
+        "Normal areas of defective images against good images",
+        "0.5: alike; above it, the normal areas of defective images score higher (a halo "
+        "around each defect, or the whole image unusual), which pulls the pooled pixel "
+        "AUROC down",
+    ),
+)
+_SHOWN_ELSEWHERE = (
+    {key for key, _ in _HEADLINE}
+    | {key for key, _, _ in _PIXELS_APART}
+    | {
+        "image_auroc_ci",
+        "policy",
+        "target",
+        "level",
+        "per_type",
+    }
+)
 _ACRONYMS = {"roc": "ROC", "auroc": "AUROC", "aupro": "AUPRO", "pro": "PRO", "f1": "F1"}
 _DASH = "—"
 
@@ -164,6 +183,22 @@ def _per_type(metrics: dict[str, Any]) -> str:
     )
 
 
+def _pixels_apart(metrics: dict[str, Any]) -> str:
+    rows = [
+        f"<tr><th>{_e(caption)}</th><td>{_e(_number(key, metrics[key]))}</td>"
+        f"<td>{_e(reading)}</td></tr>"
+        for key, caption, reading in _PIXELS_APART
+        if key in metrics
+    ]
+    if not rows:
+        return ""
+    return (
+        "<section><h2>Pixel AUROC taken apart</h2><table><thead><tr><th>Pixels</th>"
+        f"<th>AUROC</th><th>Reading</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "</section>"
+    )
+
+
 def _other_figures(metrics: dict[str, Any]) -> str:
     rows = [
         f"<tr><th>{_e(key)}</th><td>{_e(_number(key, value))}</td></tr>"
@@ -249,6 +284,7 @@ def _page(metrics: dict[str, Any], figures: list[tuple[str, str]], card: dict[st
 <main>
 {_headline(metrics)}
 {_per_type(metrics)}
+{_pixels_apart(metrics)}
 {_plots(figures)}
 {_other_figures(metrics)}
 {_model_facts(card)}

@@ -12,7 +12,15 @@ from sklearn.metrics import roc_auc_score
 from defectlens.datasets.layout import Sample
 from defectlens.errors import InputError
 from defectlens.train.evaluate import Scored, compute_metrics
-from defectlens.train.metrics import aupro, auroc, auroc_ci, confusion_at, pixel_auroc, roc_curve
+from defectlens.train.metrics import (
+    aupro,
+    auroc,
+    auroc_ci,
+    confusion_at,
+    pixel_auroc,
+    pixel_group_auroc,
+    roc_curve,
+)
 
 
 @pytest.mark.parametrize(
@@ -223,3 +231,53 @@ def test_pixel_auroc_by_defect_type_shows_which_type_drags_the_pooled_figure() -
     assert uneven_figures["defect_pixel_share"] == pytest.approx(3 * 128 / (3 * 128 + 3 * 4))
     assert metrics["pixel_auroc"] < 0.9
     assert "pixel_auroc" not in metrics["per_type"]["good"]
+
+
+def test_pooled_pixel_auroc_taken_apart_against_good_images() -> None:
+    # Defects found perfectly, but whole defective images score high, so their normal areas
+    # outrank defect pixels of other images: the pooled figure drops while the defect
+    # pixels against good images stay perfect, and the normal-area figure says why.
+    rng = np.random.default_rng(2)
+    empty = np.zeros((16, 16), bool)
+    spot = empty.copy()
+    spot[6:10, 6:10] = True
+
+    def scored(defect_type: str, index: int, mask: np.ndarray, level: float) -> Scored:
+        anomaly_map = rng.random((16, 16)) * 0.5 + level + mask * 0.6
+        sample = Sample(Path(f"{defect_type}{index}.png"), defect_type)
+        return Scored(sample, float(anomaly_map.max()), anomaly_map, anomaly_map, mask)
+
+    good = [scored("good", i, empty, 0.0) for i in range(4)]
+    shifted = [scored("spot", i, spot, 0.3 * i) for i in range(4)]
+    metrics = compute_metrics(good + shifted, threshold=1.0)
+    assert metrics["pixel_auroc_vs_good_images"] == pytest.approx(1.0)
+    assert metrics["normal_area_vs_good_images_auroc"] > 0.8
+    assert metrics["pixel_auroc"] < 0.95
+    alike = compute_metrics(
+        [scored("good", i, empty, 0.0) for i in range(4)]
+        + [scored("spot", i, spot, 0.0) for i in range(4)],
+        threshold=1.0,
+    )
+    assert alike["normal_area_vs_good_images_auroc"] == pytest.approx(0.5, abs=0.05)
+    assert alike["pixel_auroc"] == pytest.approx(1.0)
+
+
+def test_pixel_group_auroc_compares_chosen_pixels_and_needs_both_sides() -> None:
+    maps = np.arange(2 * 4 * 4, dtype=float).reshape(2, 4, 4)
+    high, low = np.zeros_like(maps, bool), np.zeros_like(maps, bool)
+    high[1] = True
+    low[0, :2] = True
+    assert pixel_group_auroc(maps, high, low) == pytest.approx(1.0)
+    assert pixel_group_auroc(maps, low, high) == pytest.approx(0.0)
+    with pytest.raises(InputError, match="pixels on both sides"):
+        pixel_group_auroc(maps, high, np.zeros_like(high))
+
+
+@pytest.mark.parametrize("positive_share", [0.1, 0.9])
+def test_pixel_group_auroc_matches_the_image_auroc_on_tied_scores(positive_share: float) -> None:
+    # Either side may be the larger one (the lookup goes from the smaller); ties count half.
+    rng = np.random.default_rng(3)
+    maps = rng.integers(0, 5, (6, 8, 8)).astype(np.float32)
+    positive = rng.random(maps.shape) < positive_share
+    expected = auroc(positive.ravel(), maps.ravel())
+    assert pixel_group_auroc(maps, positive, ~positive) == pytest.approx(expected)

@@ -35,6 +35,8 @@ METRICS = {
         },
         "<crack & dent>": {"count": 17, "auroc": 0.943, "escape_rate": 0.0588},
     },
+    "pixel_auroc_vs_good_images": 0.9861,
+    "normal_area_vs_good_images_auroc": 0.9104,
     "n_images": 160,
     "nan_figure": float("nan"),
 }
@@ -92,6 +94,9 @@ def test_report_writes_metrics_and_a_page_with_the_figures(
         "5.9%",  # per-type escape rate
         "0.932",  # per-type pixel AUROC
         "71.2%",  # the type's share of the defect pixels
+        "Pixel AUROC taken apart",
+        "Defect pixels against good images</th><td>0.986",
+        "Normal areas of defective images against good images</th><td>0.910",
     ]:
         assert expected in text, expected
     # plots drawn elsewhere are copied in and referenced relatively
