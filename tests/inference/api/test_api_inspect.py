@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -222,14 +224,24 @@ def test_limits(make_service: Callable[..., Service], good_part: bytes) -> None:
 def test_timeout_is_504_and_nothing_is_stored(
     make_service: Callable[..., Service], good_part: bytes
 ) -> None:
-    service = make_service(request_timeout_s=0.000_001, keep_ok_fraction=1.0)
+    # The model outlasts the request timeout: the caller gets 504 at once, and when the
+    # inspection ends it stores nothing and removes the image it kept.
+    service = make_service(request_timeout_s=0.3, keep_ok_fraction=1.0)
+    state = service.client.app.state.service
+    engine = state.registry.get(STATION)
+    predict = engine.predict
+
+    def slow_predict(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)
+        return predict(*args, **kwargs)
+
+    engine.predict = slow_predict
+    started = time.monotonic()
     response = service.inspect(good_part)
     assert response.status_code == 504
+    assert time.monotonic() - started < 0.9, "answered before the inspection ended"
     assert "nothing was stored" in response.json()["detail"]
-    service.client.get("/healthz")  # let the abandoned worker thread finish
-    import time
-
-    time.sleep(0.5)
+    state.inspections.shutdown(wait=True)  # the abandoned inspection has ended
     assert service.stored_count() == 0
     assert service.image_files() == []
 
