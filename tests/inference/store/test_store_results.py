@@ -12,7 +12,8 @@ from store_factories import DEFECTS, T0, make_result
 
 from defectlens.errors import InputError
 from defectlens.inference.store import Database, ResultExists, Store, StoredImage
-from defectlens.inference.store.tables import Base, ImageRow, OutboxRow, ResultDefectRow, ResultRow
+from defectlens.inference.store.service import _result_rows
+from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
 from defectlens.result import InspectionResult
 
 
@@ -139,44 +140,27 @@ def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) 
     # insert_rows is the per-part write on the driver itself: a failure in a later table
     # (here a defect of a result that does not exist) must undo the rows before it, and come
     # out as SQLAlchemy's error, as on every other write path.
-    tables = Base.metadata.tables
-    parent = make_result(5)
-    rows = [
-        (tables["results"], [result_values(parent)]),
-        (tables["result_defects"], [defect_values("no-such-result")]),
-    ]
+    parent = _result_rows(make_result(5), (), ())[0]
+    orphan = _result_rows(make_result(7, verdict="NG", defects=DEFECTS), (), ())[1]
     with pytest.raises(IntegrityError):
-        db.insert_rows(rows)
+        db.insert_rows([parent, orphan])
     assert counts(db)["results"] == 0
-    db.insert_rows(rows[:1])  # the connection is usable again and the parent alone goes in
+    db.insert_rows([parent])  # the connection is usable again and the parent alone goes in
     assert counts(db)["results"] == 1
 
 
 def test_insert_rows_refuses_a_skipped_default_or_an_unknown_column(db: Database) -> None:
     # SQLAlchemy fills such columns (images.labeled, images.created_at) when it executes;
     # the driver would not, so the insert names them or is refused, and writes nothing.
-    tables = Base.metadata.tables
     result = make_result(6)
-    image = {"result_id": result.result_id, "kind": "image", "path": "a.png", "bytes": 1}
-    rows = [(tables["results"], [result_values(result)]), (tables["images"], [image])]
+    parent, _, (images, [image]), _ = _result_rows(result, [("image", "a.png", 1)], ())
+    skipped = {k: v for k, v in image.items() if k not in ("created_at", "labeled")}
     with pytest.raises(ValueError, match=r"created_at.*labeled"):
-        db.insert_rows(rows)
-    misnamed = {**result_values(result), "serial_no": "S1"}
+        db.insert_rows([parent, (images, [skipped])])
+    misnamed = {**parent[1][0], "serial_no": "S1"}
     with pytest.raises(ValueError, match="no column serial_no"):
-        db.insert_rows([(tables["results"], [misnamed])])
+        db.insert_rows([(parent[0], [misnamed])])
     assert counts(db)["results"] == 0
-
-
-def result_values(result: InspectionResult) -> dict[str, object]:
-    values = result.model_dump(include=set(ResultRow.__table__.columns.keys()))
-    values["model_name"], values["model_version"] = result.model.name, result.model.version
-    values["timings_ms"] = result.timings_ms.model_dump()
-    return values
-
-
-def defect_values(result_id: str) -> dict[str, object]:
-    box = dict(zip(("x0", "y0", "x1", "y1"), DEFECTS[0]["box"], strict=True))
-    return {"result_id": result_id, "class": "scratch", "score": 0.9, "area_px": 10, **box}
 
 
 def test_verdict_counts_by_station_and_time(store: Store) -> None:
