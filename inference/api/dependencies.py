@@ -38,8 +38,8 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Caller:
     """The caller behind the request's key; 401 without a valid one."""
-    key = (api_key or "").strip() or (bearer.credentials.strip() if bearer else "")
-    return await caller_for_key(state, key)
+    authorization = f"Bearer {bearer.credentials}" if bearer else None
+    return await caller_for_key(state, key_from_headers(api_key, authorization) or "")
 
 
 async def caller_for_key(state: ServiceState, key: str) -> Caller:
