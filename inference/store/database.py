@@ -147,10 +147,10 @@ class _PreparedInsert:
                 "have Python-side defaults; give them values"
             )
         types = {column.key: column.type for column in table.columns}
-        self._names = names
-        self._processors = [
-            types[name].dialect_impl(dialect).bind_processor(dialect) for name in names
+        self._pairs = [
+            (name, types[name].dialect_impl(dialect).bind_processor(dialect)) for name in names
         ]
+        """Each parameter's column name and bind processor (None: the value goes as is)."""
         self._positional = order is not None
 
     def parameters(
@@ -158,16 +158,18 @@ class _PreparedInsert:
     ) -> Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]:
         """The driver's parameters for `rows`: converted values in the statement's order (or
         by name, for drivers with named parameters)."""
-        converted = [
-            [
-                row[name] if process is None else process(row[name])
-                for name, process in zip(self._names, self._processors, strict=True)
+        pairs = self._pairs
+        if self._positional:
+            return [
+                tuple(
+                    row[name] if process is None else process(row[name]) for name, process in pairs
+                )
+                for row in rows
             ]
+        return [
+            {name: row[name] if process is None else process(row[name]) for name, process in pairs}
             for row in rows
         ]
-        if self._positional:
-            return [tuple(values) for values in converted]
-        return [dict(zip(self._names, values, strict=True)) for values in converted]
 
 
 @functools.lru_cache(maxsize=64)
