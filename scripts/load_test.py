@@ -340,14 +340,9 @@ class Paired:
                 runs = min(self.chunk, self.count - index)
                 raw += raw_calls(self.engine, self.batches, runs, first=index)
             path = f"/v1/inspect?station={STATION}&serial=LT-pair-{index}"
-            start = time.perf_counter()
-            try:
-                status, _ = await poster.post(path, self.images[index % len(self.images)])
-            except httpx.HTTPError:
-                errors += 1
-                continue
-            if status == 200:
-                latencies.append((time.perf_counter() - start) * 1000)
+            answer = await timed_post(poster, path, self.images[index % len(self.images)])
+            if answer is not None and answer[0] == 200:
+                latencies.append(answer[1])
             else:
                 errors += 1
         await poster.close()
@@ -413,6 +408,16 @@ class SocketPoster:
             self.streams = None
 
 
+async def timed_post(poster: Poster, path: str, body: bytes) -> tuple[int, float, Any] | None:
+    """(status, end-to-end ms, JSON body) of one request; None if the connection failed."""
+    start = time.perf_counter()
+    try:
+        status, result = await poster.post(path, body)
+    except httpx.HTTPError:
+        return None
+    return status, (time.perf_counter() - start) * 1000, result
+
+
 async def one_level(
     connect: Callable[[], Poster],
     images: list[bytes],
@@ -431,13 +436,12 @@ async def one_level(
         poster = connect()
         for index in counter:
             path = f"/v1/inspect?station={STATION}&serial=LT-{clients}-{index}"
-            start = time.perf_counter()
-            try:
-                status, result = await poster.post(path, images[index % len(images)])
-            except httpx.HTTPError:
+            answer = await timed_post(poster, path, images[index % len(images)])
+            if answer is None:
                 errors += 1
                 continue
-            latencies.append((time.perf_counter() - start) * 1000)
+            status, ms, result = answer
+            latencies.append(ms)
             if status == 200:
                 model_ms.append(result["timings_ms"]["model"])
                 engine_ms.append(result["timings_ms"]["total"])
