@@ -23,7 +23,7 @@ import torch
 from defectlens.datasets.images import read_image
 from defectlens.datasets.layout import open_dataset
 from defectlens.inference.engine import Engine
-from defectlens.train.evaluate import evaluate
+from defectlens.train.evaluate import evaluate, training_thumbnails
 from defectlens.train.fit import build_network, extract_patches, greedy_coreset
 from defectlens.train.pipeline import input_spec, load_images, train_model
 from defectlens.train.recipe import load_recipe
@@ -89,8 +89,10 @@ def main() -> None:
         card = json.loads((version / "model.json").read_text())
         held_out = card["metrics"]
         engine = Engine(version, threads=2)
-        full_test, _ = evaluate(engine, open_dataset(data).test)
-        sample = [read_image(s.path) for s in open_dataset(data).test[:100]]
+        dataset = open_dataset(data)
+        training = training_thumbnails(engine, dataset.train)
+        full_test, _ = evaluate(engine, dataset.test, training=training)
+        sample = [read_image(s.path) for s in dataset.test[:100]]
         latency = {
             threads: time_latency(Engine(version, threads=threads), sample, args.repeats)
             for threads in (1, 2)
@@ -112,6 +114,13 @@ def main() -> None:
         },
         "pixel_auroc_vs_good_images": full_test.get("pixel_auroc_vs_good_images"),
         "normal_area_vs_good_images_auroc": full_test.get("normal_area_vs_good_images_auroc"),
+        "training_nearest_similarity": full_test.get("training_nearest_similarity"),
+        "per_type_nearest_training_similarity": {
+            k: v.get("nearest_training_similarity") for k, v in full_test["per_type"].items()
+        },
+        "defective_farther_from_training_auroc": full_test.get(
+            "defective_farther_from_training_auroc"
+        ),
         "held_out_escape_rate": held_out["escape_rate"],
         "held_out_false_reject_rate": held_out["false_reject_rate"],
         "held_out_counts": held_out["counts"],
@@ -124,7 +133,7 @@ def main() -> None:
         "coreset": coreset,
     }
     lo, hi = figures["image_auroc_ci"]
-    print(f"data                  {data}  ({len(open_dataset(data).train)} train good)")
+    print(f"data                  {data}  ({len(dataset.train)} train good)")
     print(f"image AUROC           {figures['image_auroc']:.3f} [{lo:.3f}, {hi:.3f}]  (all test)")
     print(f"pixel AUROC           {figures['pixel_auroc']:.3f}")
     print(f"AUPRO (FPR<=0.3)      {figures['aupro']:.3f}")
@@ -145,6 +154,22 @@ def main() -> None:
         print(
             f"normal areas vs good  {apart[1]:.3f}  (defective images' normal pixels against "
             "good images'; 0.5: alike)"
+        )
+    if figures["training_nearest_similarity"] is not None:
+        print(
+            "nearest train image   "
+            + ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in figures["per_type_nearest_training_similarity"].items()
+                if v is not None
+            )
+            + f"; train to train {figures['training_nearest_similarity']:.3f}"
+            + "  (median thumbnail correlation)"
+        )
+        print(
+            f"defective by nearness {figures['defective_farther_from_training_auroc']:.3f}  "
+            "(AUROC of distance from the training images alone; 0.5: good test images are "
+            "new parts)"
         )
     print(
         f"escape rate           {held_out['escape_rate']:.3f}  (held-out part of test, "

@@ -19,8 +19,10 @@ from defectlens.datasets.layout import GOOD, Sample
 from defectlens.inference.engine import Engine
 from defectlens.train import metrics as m
 from defectlens.train.plots import plot_overlays, plot_roc, plot_score_histograms
+from defectlens.train.similarity import nearest_similarity, thumbnails
 
 WORST_SHOWN = 8
+SELF_SIMILARITY_QUERIES = 512  # training images compared with the rest of the training set
 
 
 @dataclass
@@ -54,7 +56,19 @@ def score_samples(
     return scored
 
 
-def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any]:
+def training_thumbnails(engine: Engine, samples: Sequence[Sample]) -> np.ndarray:
+    """Thumbnails (`train.similarity`) of training images as the model sees them."""
+    return thumbnails(
+        engine.prepare(read_image(s.path))
+        for s in tqdm(samples, desc="training thumbnails", unit="img", leave=False)
+    )
+
+
+def compute_metrics(
+    scored: Sequence[Scored], threshold: float, training: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Image, pixel and per-type figures; with `training` (thumbnails of the training
+    images), also how close the evaluation images are to them (`_nearness`)."""
     labels = np.array([s.sample.is_defective for s in scored], dtype=bool)
     scores = np.array([s.score for s in scored], dtype=np.float64)
     result: dict[str, Any] = {
@@ -73,6 +87,10 @@ def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any
             result["aupro"] = m.aupro(masks, maps)
             pixel_types = np.array([s.sample.defect_type for s in with_masks])
             result.update(_against_good_images(pixel_types == GOOD, masks, maps))
+    nearest = None
+    if training is not None and len(training) >= 2:
+        nearest = nearest_similarity(thumbnails(s.image for s in scored), training)
+        result.update(_nearness(labels, nearest, training))
     per_type: dict[str, dict[str, Any]] = {}
     for defect_type in sorted({s.sample.defect_type for s in scored}):
         chosen = np.array([s.sample.defect_type == defect_type for s in scored])
@@ -87,6 +105,8 @@ def compute_metrics(scored: Sequence[Scored], threshold: float) -> dict[str, Any
                 entry["auroc"] = m.auroc(labels[versus], scores[versus])
             if "pixel_auroc" in result:
                 entry.update(_type_pixels(defect_type, pixel_types, masks, maps))
+        if nearest is not None:
+            entry["nearest_training_similarity"] = float(np.median(nearest[chosen]))
         per_type[defect_type] = entry
     result["per_type"] = per_type
     return result
@@ -124,6 +144,24 @@ def _against_good_images(good: np.ndarray, masks: np.ndarray, maps: np.ndarray) 
     }
 
 
+def _nearness(labels: np.ndarray, nearest: np.ndarray, training: np.ndarray) -> dict[str, float]:
+    """How close the evaluation images are to the training images (`train.similarity`):
+    the training images' own median similarity to their nearest other training image, and
+    how well being far from every training image alone tells the defective evaluation
+    images from the good ones. Near 0.5 the good evaluation images are new parts, as the
+    defective ones are; near 1 they are re-shots of training parts (or the defects change
+    whole images), and the good scores read lower than new parts would."""
+    own = np.arange(0, len(training), -(-len(training) // SELF_SIMILARITY_QUERIES))
+    result = {
+        "training_nearest_similarity": float(
+            np.median(nearest_similarity(training[own], training, own))
+        )
+    }
+    if labels.any() and (~labels).any():
+        result["defective_farther_from_training_auroc"] = m.auroc(labels, -nearest)
+    return result
+
+
 def write_plots(scored: Sequence[Scored], threshold: float, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.array([s.sample.is_defective for s in scored], dtype=bool)
@@ -154,10 +192,15 @@ def write_plots(scored: Sequence[Scored], threshold: float, folder: Path) -> dic
 
 
 def evaluate(
-    engine: Engine, samples: Sequence[Sample], plots_dir: Path | None = None
+    engine: Engine,
+    samples: Sequence[Sample],
+    plots_dir: Path | None = None,
+    training: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Figures (and plots into `plots_dir`) of the model on `samples`; `training`:
+    thumbnails of the training images, to tell how close the samples are to them."""
     scored = score_samples(engine, samples)
     threshold = engine.card.threshold
-    result = compute_metrics(scored, threshold)
+    result = compute_metrics(scored, threshold, training)
     plots = write_plots(scored, threshold, plots_dir) if plots_dir is not None else {}
     return result, plots

@@ -40,6 +40,7 @@ from defectlens.train.export import OPSET, check_parity, export_onnx
 from defectlens.train.fit import build_network, fit_memory_bank, raw_scores
 from defectlens.train.recipe import Recipe
 from defectlens.train.report import write_report
+from defectlens.train.similarity import thumbnails
 from defectlens.train.splits import Splits, plan_splits
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
         (staging / "recipe.yaml").write_text(
             recipe.model_copy(update={"data": Path(data).resolve()}).to_yaml(), encoding="utf-8"
         )
-        report_metrics = _evaluate_into(staging, card, splits.evaluation)
+        report_metrics = _evaluate_into(staging, card, splits.evaluation, thumbnails(fit_images))
         report_metrics["fit_seconds"] = round(fit_seconds, 2)
         card = card.model_copy(update={"metrics": report_metrics})
         card.write(staging / "model.json")
@@ -192,12 +193,15 @@ def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
     return final
 
 
-def _evaluate_into(folder: Path, card: ModelCard, samples: Sequence[Sample]) -> dict[str, Any]:
-    """Evaluate the exported graph on held-out images and write report/ into `folder`."""
+def _evaluate_into(
+    folder: Path, card: ModelCard, samples: Sequence[Sample], training: np.ndarray
+) -> dict[str, Any]:
+    """Evaluate the exported graph on held-out images and write report/ into `folder`;
+    `training`: thumbnails of the fit images (how close the held-out images are to them)."""
     engine = Engine(folder, threads=2)
     report_dir = folder / "report"
     if samples:
-        result, plots = evaluate(engine, samples, report_dir)
+        result, plots = evaluate(engine, samples, report_dir, training)
     else:
         result, plots = {"note": "no held-out images to evaluate on"}, {}
     summary = {

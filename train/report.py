@@ -45,9 +45,27 @@ _PIXELS_APART = (
         "AUROC down",
     ),
 )
+# How close the evaluation images are to the training images (train.evaluate._nearness).
+_NEARNESS = (
+    (
+        "training_nearest_similarity",
+        "Training images, to their nearest other training image",
+        "median thumbnail correlation (1: the same picture); the per-type table gives the "
+        "evaluation images' own, to their nearest training image",
+    ),
+    (
+        "defective_farther_from_training_auroc",
+        "Defective against good, by distance from the training images alone",
+        "near 0.5: the good evaluation images are new parts, as the defective ones are; "
+        "near 1: they are much closer to training images (the same parts shot again, or "
+        "defects that change whole images), so good parts score lower here than new ones "
+        "will on the line",
+    ),
+)
 _SHOWN_ELSEWHERE = (
     {key for key, _ in _HEADLINE}
     | {key for key, _, _ in _PIXELS_APART}
+    | {key for key, _, _ in _NEARNESS}
     | {
         "image_auroc_ci",
         "policy",
@@ -183,19 +201,25 @@ def _per_type(metrics: dict[str, Any]) -> str:
     )
 
 
-def _pixels_apart(metrics: dict[str, Any]) -> str:
+def _explained(
+    metrics: dict[str, Any],
+    title: str,
+    head: tuple[str, str],
+    explained: tuple[tuple[str, str, str], ...],
+) -> str:
+    """A section with one row per figure of `explained` (key, caption, reading) present."""
     rows = [
         f"<tr><th>{_e(caption)}</th><td>{_e(_number(key, metrics[key]))}</td>"
         f"<td>{_e(reading)}</td></tr>"
-        for key, caption, reading in _PIXELS_APART
+        for key, caption, reading in explained
         if key in metrics
     ]
     if not rows:
         return ""
     return (
-        "<section><h2>Pixel AUROC taken apart</h2><table><thead><tr><th>Pixels</th>"
-        f"<th>AUROC</th><th>Reading</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        "</section>"
+        f"<section><h2>{_e(title)}</h2><table><thead><tr><th>{_e(head[0])}</th>"
+        f"<th>{_e(head[1])}</th><th>Reading</th></tr></thead><tbody>{''.join(rows)}</tbody>"
+        "</table></section>"
     )
 
 
@@ -284,7 +308,8 @@ def _page(metrics: dict[str, Any], figures: list[tuple[str, str]], card: dict[st
 <main>
 {_headline(metrics)}
 {_per_type(metrics)}
-{_pixels_apart(metrics)}
+{_explained(metrics, "Pixel AUROC taken apart", ("Pixels", "AUROC"), _PIXELS_APART)}
+{_explained(metrics, "Evaluation images against the training images", ("Images", ""), _NEARNESS)}
 {_plots(figures)}
 {_other_figures(metrics)}
 {_model_facts(card)}

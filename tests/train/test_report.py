@@ -32,11 +32,14 @@ METRICS = {
             "escape_rate": 0.0,
             "pixel_auroc": 0.932,
             "defect_pixel_share": 0.7123,
+            "nearest_training_similarity": 0.4125,
         },
         "<crack & dent>": {"count": 17, "auroc": 0.943, "escape_rate": 0.0588},
     },
     "pixel_auroc_vs_good_images": 0.9861,
     "normal_area_vs_good_images_auroc": 0.9104,
+    "training_nearest_similarity": 0.5521,
+    "defective_farther_from_training_auroc": 0.9437,
     "n_images": 160,
     "nan_figure": float("nan"),
 }
@@ -97,6 +100,11 @@ def test_report_writes_metrics_and_a_page_with_the_figures(
         "Pixel AUROC taken apart",
         "Defect pixels against good images</th><td>0.986",
         "Normal areas of defective images against good images</th><td>0.910",
+        "Nearest training similarity",  # per-type column
+        "0.412",
+        "Evaluation images against the training images",
+        "Training images, to their nearest other training image</th><td>0.552",
+        "by distance from the training images alone</th><td>0.944",
     ]:
         assert expected in text, expected
     # plots drawn elsewhere are copied in and referenced relatively

@@ -33,6 +33,10 @@ def test_version_folder_holds_the_contract(trained_model: Path) -> None:
     assert {"image_auroc", "pixel_auroc", "aupro", "escape_rate", "false_reject_rate"} <= set(
         card.metrics
     )
+    # Generated test parts are new parts, not re-shots of the fit images: distance from
+    # the training images alone does not single out the defective ones.
+    assert 0.0 < card.metrics["training_nearest_similarity"] < 0.99
+    assert card.metrics["defective_farther_from_training_auroc"] < 0.9
     report = trained_model / "report"
     assert (report / "index.html").is_file() and (report / "metrics.json").is_file()
     assert (report / "roc.png").stat().st_size > 1000
