@@ -36,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from defectlens.datasets.layout import open_dataset
     from defectlens.inference.engine import Engine
-    from defectlens.train.evaluate import evaluate
+    from defectlens.train.evaluate import evaluate, training_thumbnails
     from defectlens.train.report import write_report
 
     engine = Engine(Path(args.model_dir), threads=args.threads)
@@ -45,7 +45,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not samples:
         raise InputError(f"{args.data}: no test images to evaluate on")
     plots_dir = Path(args.report) if args.report else None
-    result, plots = evaluate(engine, samples, plots_dir)
+    # How close the images are to the model's training images, where those are still there.
+    trained_on = Path(str(engine.card.data.get("path", "")))
+    training = None
+    if trained_on.name and trained_on.is_dir():
+        try:
+            training = training_thumbnails(engine, open_dataset(trained_on).train)
+        except DefectLensError as error:
+            print(f"training images not compared: {error}", file=sys.stderr)
+    result, plots = evaluate(engine, samples, plots_dir, training)
     if plots_dir is not None:
         card = engine.card
         page = write_report(

@@ -113,6 +113,7 @@ def main() -> None:
             if "pixel_auroc" in v
         },
         "pixel_auroc_vs_good_images": full_test.get("pixel_auroc_vs_good_images"),
+        "pixel_auroc_vs_normal_areas": full_test.get("pixel_auroc_vs_normal_areas"),
         "normal_area_vs_good_images_auroc": full_test.get("normal_area_vs_good_images_auroc"),
         "training_nearest_similarity": full_test.get("training_nearest_similarity"),
         "per_type_nearest_training_similarity": {
@@ -152,6 +153,10 @@ def main() -> None:
     if None not in apart:
         print(f"pixel AUROC vs good   {apart[0]:.3f}  (defect pixels against good images only)")
         print(
+            f"pixel AUROC vs normal {figures['pixel_auroc_vs_normal_areas']:.3f}  (defect "
+            "pixels against defective images' normal pixels only)"
+        )
+        print(
             f"normal areas vs good  {apart[1]:.3f}  (defective images' normal pixels against "
             "good images'; 0.5: alike)"
         )
@@ -164,7 +169,7 @@ def main() -> None:
                 if v is not None
             )
             + f"; train to train {figures['training_nearest_similarity']:.3f}"
-            + "  (median thumbnail correlation)"
+            + "  (median similarity, train.similarity)"
         )
         print(
             f"defective by nearness {figures['defective_farther_from_training_auroc']:.3f}  "

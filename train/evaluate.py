@@ -129,17 +129,19 @@ def _type_pixels(
 
 
 def _against_good_images(good: np.ndarray, masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
-    """The pooled pixel AUROC taken apart: the defect pixels against the pixels of good
-    images alone, and the defect-free pixels of defective images against the same. The
-    second is 0.5 when the model sees a defective image's normal area as it sees a good
-    image; above it, those areas score high (a halo around each defect, or the whole image
-    unusual), and ranked against every defect pixel they pull the pooled figure down."""
+    """The pooled pixel AUROC taken apart. The defect pixels against the pixels of good
+    images alone, and against the defect-free pixels of defective images alone; and those
+    defect-free pixels against the good images' (0.5 when the model sees a defective
+    image's normal area as it sees a good image; above it, those areas score high: a halo
+    around each defect, or the whole image unusual, and ranked against every defect pixel
+    they pull the pooled figure down)."""
     in_good = np.broadcast_to(good[:, None, None], masks.shape)
     normal_area = ~masks & ~in_good
     if not good.any() or not normal_area.any():
         return {}
     return {
         "pixel_auroc_vs_good_images": m.pixel_group_auroc(maps, masks, in_good),
+        "pixel_auroc_vs_normal_areas": m.pixel_group_auroc(maps, masks, normal_area),
         "normal_area_vs_good_images_auroc": m.pixel_group_auroc(maps, normal_area, in_good),
     }
 

@@ -38,6 +38,11 @@ _PIXELS_APART = (
         "against the pixels of good images only: how well the map finds the defects",
     ),
     (
+        "pixel_auroc_vs_normal_areas",
+        "Defect pixels against the normal areas of defective images",
+        "against the unmarked pixels of defective images only",
+    ),
+    (
         "normal_area_vs_good_images_auroc",
         "Normal areas of defective images against good images",
         "0.5: alike; above it, the normal areas of defective images score higher (a halo "
@@ -50,8 +55,9 @@ _NEARNESS = (
     (
         "training_nearest_similarity",
         "Training images, to their nearest other training image",
-        "median thumbnail correlation (1: the same picture); the per-type table gives the "
-        "evaluation images' own, to their nearest training image",
+        "median similarity (1: the same picture; what all training images share is left "
+        "out first); the per-type table gives the evaluation images', to their nearest "
+        "training image",
     ),
     (
         "defective_farther_from_training_auroc",

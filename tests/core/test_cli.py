@@ -84,6 +84,8 @@ def test_evaluate_json(trained_model: Path, synthetic_data: Path) -> None:
     metrics = json.loads(result.stdout)
     assert metrics["image_auroc"] >= 0.9
     assert metrics["counts"]["good"] == 14
+    # The model's training images are still there, so the test images are compared with them.
+    assert 0.0 < metrics["per_type"]["good"]["nearest_training_similarity"] < 0.99
 
 
 def test_bad_recipe_names_the_field(tmp_path: Path, synthetic_data: Path) -> None:

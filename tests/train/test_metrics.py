@@ -252,6 +252,7 @@ def test_pooled_pixel_auroc_taken_apart_against_good_images() -> None:
     metrics = compute_metrics(good + shifted, threshold=1.0)
     assert metrics["pixel_auroc_vs_good_images"] == pytest.approx(1.0)
     assert metrics["normal_area_vs_good_images_auroc"] > 0.8
+    assert metrics["pixel_auroc_vs_normal_areas"] < 0.9
     assert metrics["pixel_auroc"] < 0.95
     alike = compute_metrics(
         [scored("good", i, empty, 0.0) for i in range(4)]
@@ -259,6 +260,7 @@ def test_pooled_pixel_auroc_taken_apart_against_good_images() -> None:
         threshold=1.0,
     )
     assert alike["normal_area_vs_good_images_auroc"] == pytest.approx(0.5, abs=0.05)
+    assert alike["pixel_auroc_vs_normal_areas"] == pytest.approx(1.0)
     assert alike["pixel_auroc"] == pytest.approx(1.0)
 
 

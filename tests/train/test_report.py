@@ -37,6 +37,7 @@ METRICS = {
         "<crack & dent>": {"count": 17, "auroc": 0.943, "escape_rate": 0.0588},
     },
     "pixel_auroc_vs_good_images": 0.9861,
+    "pixel_auroc_vs_normal_areas": 0.7997,
     "normal_area_vs_good_images_auroc": 0.9104,
     "training_nearest_similarity": 0.5521,
     "defective_farther_from_training_auroc": 0.9437,
@@ -99,6 +100,7 @@ def test_report_writes_metrics_and_a_page_with_the_figures(
         "71.2%",  # the type's share of the defect pixels
         "Pixel AUROC taken apart",
         "Defect pixels against good images</th><td>0.986",
+        "Defect pixels against the normal areas of defective images</th><td>0.800",
         "Normal areas of defective images against good images</th><td>0.910",
         "Nearest training similarity",  # per-type column
         "0.412",
