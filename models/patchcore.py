@@ -5,11 +5,15 @@ plus, optionally, its Mahalanobis distance to the Gaussian of good patches at th
 place in the image (PaDiM-style): on aligned parts, where a patch is matters as much as
 what it looks like. A second, wide-context Gaussian (features averaged over a large
 window, on a coarser grid) catches defects larger than a patch, such as a whole region of
-uneven surface, whose inside looks locally normal. Each term is divided by its spread on
-good patches so they add up.
+uneven surface, whose inside looks locally normal. A row-profile Gaussian (the features
+of each row of patches averaged across the image) catches bands that run across the part,
+such as a strip ground differently. Each term is divided by its spread on good patches and
+weighted, and they add up.
 
 Images can be standardised first: each image's brightness and contrast are brought to
-those of the training images, so exposure drift on the line does not read as a defect.
+those of the training images, so exposure drift on the line does not read as a defect;
+`local` standardisation does it within a window around each pixel, which also evens out
+uneven lighting across the part.
 
 `forward` is exactly what ships to ONNX: uint8 NHWC image in, normalised image score and
 anomaly map out, with pre- and post-processing inside. Fitting (coreset selection,
@@ -21,6 +25,7 @@ calls `set_normalisation`.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +33,16 @@ from torch import nn
 
 from defectlens.models.backbone import IMAGENET_MEAN, IMAGENET_STD, fix_same_padding
 
+Standardize = Literal["off", "global", "local"]
+LOCAL_STATS_REDUCTION = 4
+"""Local brightness and contrast are smooth at the window's scale, so they are computed on a
+grid four times as coarse as the image (a sixteenth of the work) and brought back."""
 
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+
+def gaussian_kernel1d(sigma: float, max_radius: int | None = None) -> torch.Tensor:
     radius = max(1, math.ceil(4.0 * sigma))
+    if max_radius is not None:
+        radius = max(1, min(radius, max_radius))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     return kernel / kernel.sum()
@@ -63,19 +75,24 @@ class PositionGaussian(nn.Module):
     """The Gaussian of good patch features at each place of a coarse grid (PaDiM-style).
 
     `distances` is the Mahalanobis distance of each patch to its place's Gaussian, brought
-    back to the patch grid. Disabled instances hold placeholder buffers and are skipped.
+    back to the patch grid. With `rows`, a place is a whole row of patches, its features
+    averaged across the image (a row profile). Disabled instances hold placeholder buffers
+    and are skipped.
     """
 
     mean: torch.Tensor
     precision: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, grid_hw: tuple[int, int], pool: int, dim: int, enabled: bool) -> None:
+    def __init__(
+        self, grid_hw: tuple[int, int], pool: int, dim: int, enabled: bool, rows: bool = False
+    ) -> None:
         super().__init__()
         self.enabled = enabled
         self.pool = pool
+        self.rows = rows
         self.grid_hw = grid_hw
-        self.hw = (grid_hw[0] // pool, grid_hw[1] // pool)
+        self.hw = (grid_hw[0] // pool, 1 if rows else grid_hw[1] // pool)
         positions = self.hw[0] * self.hw[1] if enabled else 1
         width = dim if enabled else 1
         self.register_buffer("mean", torch.zeros(positions, width))
@@ -83,8 +100,10 @@ class PositionGaussian(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0))
 
     def features(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings averaged onto this Gaussian's grid: [N, D, h/pool, w/pool]."""
-        return F.avg_pool2d(embedding, self.pool)
+        """Patch embeddings averaged onto this Gaussian's grid: [N, D, h/pool, w/pool], or
+        [N, D, h/pool, 1] for a row profile."""
+        pooled = F.avg_pool2d(embedding, self.pool) if self.pool > 1 else embedding
+        return pooled.mean(dim=3, keepdim=True) if self.rows else pooled
 
     def set(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
         """Per-position mean [h*w, D] and inverse covariance [h*w, D, D] of good patches."""
@@ -117,8 +136,11 @@ class PatchCore(nn.Module):
         context_neighbourhood: pooling window of the wide-context Gaussian term
             (`context_gaussian`); 0 leaves it out.
         context_weight: its weight against the other (spread-normalised) terms.
+        position_weight: the weight of the per-position Gaussian term.
+        row_profile_weight: the weight of the row-profile Gaussian term; 0 leaves it out.
         standardize: bring each image's brightness and contrast to the training images'
-            (set by `set_intensity_reference`) before the backbone.
+            (set by `set_intensity_reference`) before the backbone: "global" over the whole
+            image, "local" within a Gaussian window of `local_sigma` pixels, or "off".
     """
 
     mean: torch.Tensor
@@ -128,6 +150,8 @@ class PatchCore(nn.Module):
     bank_sq_norm: torch.Tensor
     blur_x: torch.Tensor
     blur_y: torch.Tensor
+    local_blur_x: torch.Tensor
+    local_blur_y: torch.Tensor
     raw_threshold: torch.Tensor
     scale: torch.Tensor
     nn_scale: torch.Tensor
@@ -148,7 +172,10 @@ class PatchCore(nn.Module):
         position_gaussian: bool = False,
         context_neighbourhood: int = 0,
         context_weight: float = 1.0,
-        standardize: bool = False,
+        position_weight: float = 1.0,
+        row_profile_weight: float = 0.0,
+        standardize: Standardize = "off",
+        local_sigma: float = 24.0,
     ) -> None:
         super().__init__()
         fix_same_padding(extractor, input_hw)
@@ -158,6 +185,8 @@ class PatchCore(nn.Module):
         self.neighbourhood = neighbourhood
         self.context_neighbourhood = context_neighbourhood
         self.context_weight = context_weight
+        self.position_weight = position_weight
+        self.row_profile_weight = row_profile_weight
         self.standardize = standardize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
@@ -179,6 +208,12 @@ class PatchCore(nn.Module):
         kernel = gaussian_kernel1d(map_sigma / MAP_REDUCTION)
         self.register_buffer("blur_x", kernel.view(1, 1, 1, -1))
         self.register_buffer("blur_y", kernel.view(1, 1, -1, 1))
+        # Local standardisation's window on the coarse grid; the kernel stops short of the
+        # grid's size (reflect padding needs that on small inputs).
+        stats_hw = (input_hw[0] // LOCAL_STATS_REDUCTION, input_hw[1] // LOCAL_STATS_REDUCTION)
+        local = gaussian_kernel1d(local_sigma / LOCAL_STATS_REDUCTION, min(stats_hw) - 1)
+        self.register_buffer("local_blur_x", local.view(1, 1, 1, -1).repeat(channels, 1, 1, 1))
+        self.register_buffer("local_blur_y", local.view(1, 1, -1, 1).repeat(channels, 1, 1, 1))
         # Normalisation: sigmoid((raw - raw_threshold) / scale); set by calibration.
         self.register_buffer("raw_threshold", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
@@ -190,11 +225,24 @@ class PatchCore(nn.Module):
         self.context_gaussian = PositionGaussian(
             self.grid_hw, CONTEXT_POOL, dim, context_neighbourhood > 0
         )
+        self.row_gaussian = PositionGaussian(
+            self.grid_hw, 1, dim, row_profile_weight > 0, rows=True
+        )
 
     @property
     def gaussians(self) -> list[PositionGaussian]:
-        """The enabled Gaussian terms, each paired with the embedding `embed` returns."""
-        return [g for g in (self.local_gaussian, self.context_gaussian) if g.enabled]
+        """The enabled Gaussian terms: per position, wide context, row profile."""
+        return [
+            g for g in (self.local_gaussian, self.context_gaussian, self.row_gaussian) if g.enabled
+        ]
+
+    def weight_of(self, gaussian: PositionGaussian) -> float:
+        """A Gaussian term's weight against the nearest-neighbour term (weight 1)."""
+        if gaussian is self.context_gaussian:
+            return self.context_weight
+        if gaussian is self.row_gaussian:
+            return self.row_profile_weight
+        return self.position_weight
 
     # -- pieces, each usable on its own -------------------------------------------------
     def set_intensity_reference(self, brightness: float, contrast: float) -> None:
@@ -203,8 +251,12 @@ class PatchCore(nn.Module):
     def to_backbone_input(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> normalised float NCHW with three channels."""
         x = image.permute(0, 3, 1, 2).float()
-        if self.standardize:
+        if self.standardize == "global":
             x = standardize_intensity(x, self.intensity_reference)
+        elif self.standardize == "local":
+            x = standardize_locally(
+                x, self.intensity_reference, self.local_blur_x, self.local_blur_y
+            )
         if self.channels == 1:
             x = x.expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
@@ -253,10 +305,10 @@ class PatchCore(nn.Module):
     ) -> list[torch.Tensor]:
         """Each term's raw patch distances [N, h, w]: nearest neighbour, then each Gaussian."""
         terms = [self.patch_distances(local)]
-        if self.local_gaussian.enabled:
-            terms.append(self.local_gaussian.distances(local))
-        if context is not None:
-            terms.append(self.context_gaussian.distances(context))
+        for gaussian in self.gaussians:
+            source = context if gaussian is self.context_gaussian else local
+            assert source is not None  # the context embedding exists when its term is on
+            terms.append(gaussian.distances(source))
         return terms
 
     def patch_scores(self, local: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
@@ -264,8 +316,7 @@ class PatchCore(nn.Module):
         terms = self.term_distances(local, context)
         scores = terms[0] / self.nn_scale
         for gaussian, term in zip(self.gaussians, terms[1:], strict=True):
-            weight = self.context_weight if gaussian is self.context_gaussian else 1.0
-            scores = scores + weight * term / gaussian.scale
+            scores = scores + self.weight_of(gaussian) * term / gaussian.scale
         return scores
 
     def smoothed_scores(self, image: torch.Tensor) -> torch.Tensor:
@@ -305,3 +356,29 @@ def standardize_intensity(x: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     # A flat image (contrast near 0) is only shifted: its noise is not blown up.
     scaled = (x - brightness) / contrast.clamp_min(1.0) * reference[1] + reference[0]
     return scaled.clamp(0.0, 255.0)
+
+
+def standardize_locally(
+    x: torch.Tensor, reference: torch.Tensor, blur_x: torch.Tensor, blur_y: torch.Tensor
+) -> torch.Tensor:
+    """Bring each pixel's neighbourhood to the reference brightness and contrast. The
+    neighbourhood is a Gaussian window: `blur_x` [C, 1, 1, K] and `blur_y` [C, 1, K, 1]
+    (one row per channel) on a grid `LOCAL_STATS_REDUCTION` times as coarse as the image.
+
+    The local mean is taken first; the contrast is then the local mean square of the
+    difference from it, so shading (a slope in brightness) is not counted as contrast.
+    Both are averaged onto the coarse grid (the fine texture still counts), blurred there
+    and brought back. A flat neighbourhood (contrast under two grey levels) is only
+    shifted."""
+    mean = _local_mean(x, blur_x, blur_y)
+    spread = _local_mean((x - mean).square(), blur_x, blur_y)
+    contrast = spread.clamp_min(0.0).sqrt().clamp_min(2.0)
+    return ((x - mean) / contrast * reference[1] + reference[0]).clamp(0.0, 255.0)
+
+
+def _local_mean(x: torch.Tensor, blur_x: torch.Tensor, blur_y: torch.Tensor) -> torch.Tensor:
+    coarse = F.avg_pool2d(x, LOCAL_STATS_REDUCTION)
+    pad, channels = blur_x.shape[-1] // 2, blur_x.shape[0]
+    coarse = F.conv2d(F.pad(coarse, (pad, pad, 0, 0), mode="reflect"), blur_x, groups=channels)
+    coarse = F.conv2d(F.pad(coarse, (0, 0, pad, pad), mode="reflect"), blur_y, groups=channels)
+    return F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)

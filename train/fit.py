@@ -31,7 +31,10 @@ def build_network(recipe: Recipe, channels: int) -> PatchCore:
         position_gaussian=recipe.backbone.position_gaussian,
         context_neighbourhood=recipe.backbone.context_neighbourhood,
         context_weight=recipe.backbone.context_weight,
+        position_weight=recipe.backbone.position_weight,
+        row_profile_weight=recipe.backbone.row_profile_weight,
         standardize=recipe.standardize,
+        local_sigma=recipe.standardize_sigma,
     ).eval()
 
 
@@ -134,7 +137,7 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 def fit_memory_bank(network: PatchCore, images: np.ndarray, recipe: Recipe) -> dict[str, int]:
     """Fill the network's memory bank (and position Gaussians) from good images."""
-    if network.standardize:
+    if network.standardize != "off":
         network.set_intensity_reference(*intensity_reference(images))
     moments = [PositionMoments() for _ in network.gaussians]
     pool, total = extract_patches(

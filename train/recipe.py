@@ -37,6 +37,12 @@ class BackboneSection(_Section):
     (uneven regions, stains); 0 turns it off. Needs position_gaussian."""
     context_weight: float = Field(default=1.0, gt=0, le=10)
     """Weight of the context term against the others (each is divided by its spread)."""
+    position_weight: float = Field(default=1.0, gt=0, le=10)
+    """Weight of the per-position Gaussian term (the nearest-neighbour term weighs 1)."""
+    row_profile_weight: float = Field(default=0.0, ge=0, le=10)
+    """Weight of the row-profile Gaussian: each row of patches averaged across the image,
+    against the same row of the good images. It marks a whole band that runs across the
+    part (a strip ground or coated differently); 0 turns it off."""
 
     @model_validator(mode="after")
     def _context_needs_position(self) -> BackboneSection:
@@ -72,16 +78,27 @@ class Recipe(_Section):
     image_size: tuple[int, int] = (256, 256)
     color: Literal["auto", "gray", "rgb"] = "auto"
     resize: Literal["stretch", "letterbox"] = "stretch"
-    standardize: bool = True
+    standardize: Literal["off", "global", "local"] = "global"
     """Bring each image's brightness and contrast to the training images' before the
-    backbone (robust to exposure drift); turn off when a defect is a change of overall
-    brightness, such as a whole part discoloured."""
+    backbone (robust to exposure drift): `global` over the whole image; `local` within a
+    Gaussian window (`standardize_sigma`) around each pixel, which also evens out uneven
+    lighting and shading across the part; `off` when a defect is a change of overall
+    brightness, such as a whole part discoloured. true and false read as global and off."""
+    standardize_sigma: float = Field(default=24.0, ge=4, le=128)
+    """The window of `local` standardisation: a Gaussian's sigma, in input pixels."""
     backbone: BackboneSection = Field(default_factory=BackboneSection)
     coreset: CoresetSection = Field(default_factory=CoresetSection)
     map_sigma: float = Field(default=4.0, gt=0, le=32)
     threshold: ThresholdSection = Field(default_factory=ThresholdSection)
     seed: int = 0
     batch_size: int = Field(default=2, ge=1, le=256)
+
+    @field_validator("standardize", mode="before")
+    @classmethod
+    def _standardize_from_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "global" if value else "off"
+        return value
 
     @field_validator("image_size", mode="before")
     @classmethod

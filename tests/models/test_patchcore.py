@@ -78,3 +78,64 @@ def test_context_term_sees_a_wide_window_on_a_coarse_grid() -> None:
     assert network.context_gaussian.mean.shape == (16 // CONTEXT_POOL * (16 // CONTEXT_POOL), 152)
     with pytest.raises(ValueError, match="2 Gaussian scales"):
         network.set_term_scales(1.0, 2.0)
+
+
+def test_local_standardisation_evens_out_shading_and_exposure() -> None:
+    from defectlens.models.patchcore import (
+        LOCAL_STATS_REDUCTION,
+        gaussian_kernel1d,
+        standardize_intensity,
+        standardize_locally,
+    )
+
+    generator = torch.Generator().manual_seed(1)
+    texture = torch.rand(1, 1, 128, 128, generator=generator) - 0.5
+    # Lit from the left: the right side is darker and flatter, the texture is the same.
+    light = torch.linspace(1.0, 0.4, 128).view(1, 1, 1, -1)
+    shaded = 40.0 + 160.0 * light + 60.0 * light * texture
+    reference = torch.tensor([128.0, 32.0])
+    kernel = gaussian_kernel1d(12 / LOCAL_STATS_REDUCTION, 128 // LOCAL_STATS_REDUCTION - 1)
+    blurs = kernel.view(1, 1, 1, -1), kernel.view(1, 1, -1, 1)
+    local = standardize_locally(shaded, reference, *blurs)
+    whole = standardize_intensity(shaded, reference)
+    left, right = (slice(24, 104), slice(8, 40)), (slice(24, 104), slice(88, 120))
+
+    def spread(x: torch.Tensor, where: tuple[slice, slice]) -> tuple[float, float]:
+        patch = x[0, 0][where]
+        return float(patch.mean()), float(patch.std())
+
+    (mean_l, std_l), (mean_r, std_r) = spread(local, left), spread(local, right)
+    assert abs(mean_l - 128) < 4 and abs(mean_r - 128) < 4
+    assert abs(std_l - 32) < 4 and abs(std_r - 32) < 4
+    # Whole-image standardisation keeps the shading: the sides still differ.
+    assert spread(whole, left)[0] - spread(whole, right)[0] > 40
+    # A longer exposure changes nothing; a flat image is only shifted.
+    assert torch.allclose(
+        local, standardize_locally(shaded * 1.3 + 10, reference, *blurs), atol=0.05
+    )
+    flat = torch.full((1, 1, 128, 128), 200.0)
+    assert torch.allclose(
+        standardize_locally(flat, reference, *blurs), torch.full_like(flat, 128.0)
+    )
+
+
+def test_row_profile_term_marks_a_whole_band_across_the_part() -> None:
+    from defectlens.models.patchcore import PositionGaussian
+    from defectlens.train.fit import PositionMoments
+
+    generator = torch.Generator().manual_seed(2)
+    rows = PositionGaussian((8, 8), 1, 4, enabled=True, rows=True)
+    assert rows.hw == (8, 1) and rows.mean.shape == (8, 4)
+    moments = PositionMoments()
+    moments.add(rows.features(torch.randn(300, 4, 8, 8, generator=generator)))
+    rows.set(*moments.gaussian())
+    part = torch.randn(1, 4, 8, 8, generator=generator)
+    band = part.clone()
+    band[:, 0, 2:4, :] += 3.0  # rows 2 and 3 differ all the way across
+    spot = part.clone()
+    spot[:, 0, 6, 1] += 3.0  # one patch: averaged over its row, barely seen
+    base, with_band, with_spot = (rows.distances(x)[0] for x in (part, band, spot))
+    assert with_band.shape == (8, 8)
+    assert torch.all(with_band[2:4] > base[2:4] + 5)  # the whole band, every column
+    assert torch.allclose(with_band[[0, 1, 4, 5, 6, 7]], base[[0, 1, 4, 5, 6, 7]], atol=1e-4)
+    assert float((with_spot[6] - base[6]).abs().max()) < 3

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import yaml
 
 from defectlens.datasets.images import read_image, read_mask, to_model_input
 from defectlens.datasets.layout import open_dataset
@@ -179,3 +180,39 @@ def test_context_term_without_position_gaussians_is_refused(tmp_path: Path) -> N
         "name: x\nbackbone:\n  position_gaussian: false\n  context_neighbourhood: 0\n"
     )
     assert load_recipe(recipe).backbone.context_neighbourhood == 0
+
+
+def test_standardize_reads_booleans_and_names_a_bad_value(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    for written, read in (("true", "global"), ("false", "off"), ("local", "local")):
+        recipe.write_text(f"name: x\nstandardize: {written}\n")
+        assert load_recipe(recipe).standardize == read
+    recipe.write_text("name: x\nstandardize: sideways\n")
+    with pytest.raises(RecipeError, match="'standardize'"):
+        load_recipe(recipe)
+
+
+def test_local_standardisation_and_row_profile_train_and_export_with_parity(
+    tmp_path: Path, synthetic_data: Path, small_recipe: Path
+) -> None:
+    # The options of configs/magnetic_tile.yaml: both go into the ONNX graph, whose parity
+    # with PyTorch the export checks (and refuses the model if it fails).
+    raw = yaml.safe_load(small_recipe.read_text())
+    raw["standardize"] = "local"
+    raw["backbone"].update(position_weight=0.5, row_profile_weight=1.0)
+    recipe = tmp_path / "banded.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    version = pipeline.train_model(load_recipe(recipe), synthetic_data, tmp_path / "models")
+    card = ModelCard.read(version / "model.json")
+    assert card.parity["max_abs_score"] < 1e-3 and card.parity["max_abs_map"] < 1e-3
+    assert card.metrics["image_auroc"] >= 0.9
+    assert card.metrics["pixel_auroc"] >= 0.9
+    graph = onnx.load(str(version / "model.onnx")).graph
+    pad_modes = {
+        attribute.s.decode()
+        for node in graph.node
+        if node.op_type == "Pad"
+        for attribute in node.attribute
+        if attribute.name == "mode"
+    }
+    assert "reflect" in pad_modes  # the local window's padding is in the graph
