@@ -54,9 +54,8 @@ def time_latency(
 def time_latency_apart(
     version: Path, paths: list[Path], threads: int, repeats: int
 ) -> tuple[float, float]:
-    """`time_latency` in a fresh interpreter, as the service loads a model. In the process
-    that had just trained, the 2-thread runs were up to half slower in some runs (13
-    against 8.5 ms), for reasons not pinned down; a fresh process has none of it."""
+    """`time_latency` in a fresh interpreter, as the service loads a model: nothing of the
+    training (its threads, its memory) is in the process that is timed."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(time_latency, (version, paths, threads, repeats))
 
