@@ -1,9 +1,9 @@
 """Benchmark the anomaly model on a real MVTec-layout data set (default: magnetic tile).
 
 Trains with a recipe (fit timed), evaluates the exported ONNX model on every test image,
-times ONNX Runtime at batch 1 with 1 and 2 threads (fresh processes, interleaved rounds), and times
-the coreset search against the simple version (all patches, all channels) in the same
-run. Prints one table.
+times ONNX Runtime at batch 1 with 1 and 2 threads (fresh processes, interleaved rounds),
+and times the coreset search against the simple version (all patches, all channels) in
+the same run. Prints one table.
 
     .venv/bin/python scripts/benchmark_anomaly.py [--data ../shared/datasets/magnetic_tile]
         [--recipe configs/magnetic_tile.yaml]

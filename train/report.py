@@ -51,6 +51,7 @@ _PIXELS_APART = (
     ),
 )
 # How close the evaluation images are to the training images (train.evaluate._nearness).
+_NEARNESS_TITLE = "Evaluation images against the training images"
 _NEARNESS = (
     (
         "training_nearest_similarity",
@@ -315,7 +316,7 @@ def _page(metrics: dict[str, Any], figures: list[tuple[str, str]], card: dict[st
 {_headline(metrics)}
 {_per_type(metrics)}
 {_explained(metrics, "Pixel AUROC taken apart", ("Pixels", "AUROC"), _PIXELS_APART)}
-{_explained(metrics, "Evaluation images against the training images", ("Images", ""), _NEARNESS)}
+{_explained(metrics, _NEARNESS_TITLE, ("Images", "Figure"), _NEARNESS)}
 {_plots(figures)}
 {_other_figures(metrics)}
 {_model_facts(card)}
