@@ -11,6 +11,17 @@ PY=$VENV/bin/python
 
 log() { printf '\n== %s\n' "$*"; }
 
+check_disk() {
+  # PyTorch's x86_64 build with its CUDA libraries takes about 6 GB in the venv: say so
+  # before pip fails half-way with "No space left on device".
+  local where=$1 need_gb=$2 free_gb
+  free_gb=$(df -Pk "$(dirname "$where")" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "error: $need_gb GB of free disk needed for PyTorch in $where; $free_gb GB free" >&2
+    exit 2
+  fi
+}
+
 setup_system() {
   # PostgreSQL for the store tests (the result store runs on SQLite and PostgreSQL alike).
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -29,8 +40,9 @@ setup_python() {
   fi
   # torch is pinned: pip takes 2.14.1 from this machine's disk; other releases pull gigabytes.
   if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
+    check_disk "$VENV" 8
     log "installing PyTorch 2.14.1 / torchvision 0.29.1"
-    "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+    "$PY" -m pip install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
   fi
   log "installing defectlens (editable) with training and development extras"
   "$PY" -m pip install -q -e ".[train,dev]" 2>&1 | grep -v -E '^\s*(!!|\*+|$)' || true
