@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +50,11 @@ class Engine:
         rest of the process, e.g. the service's HTTP and store work; False makes them sleep
         between operators too.
 
-        `split_overlapping`: a run that starts while another is in flight goes to a second,
-        single-threaded session of the model. A part inspected alone still gets all
-        `threads`; parts in flight together take a core each instead of contending for the
-        same ones, which costs less CPU per part (no hand-offs between threads, no
-        spinning)."""
+        `split_overlapping`: a run that starts while another is in flight, or while another
+        part is being inspected (`inspecting`), goes to a second, single-threaded session of
+        the model. A part inspected alone still gets all `threads`; parts in flight together
+        take a core each instead of contending for the same ones, which costs less CPU per
+        part (no hand-offs between threads, no spinning)."""
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelError(f"{self.model_dir}: model version folder not found")
@@ -72,6 +74,7 @@ class Engine:
         split = split_overlapping and threads > 1
         self._overlap_session = _session(data, 1, spin=False) if split else self.session
         self._in_flight = 0
+        self._parts = 0
         self._count = threading.Lock()
         expected = {output.name for output in self.card.outputs}
         present = {output.name for output in self.session.get_outputs()}
@@ -97,11 +100,26 @@ class Engine:
         """A decoded image (HxW or HxWx3 RGB uint8) as the model's HxWxC input."""
         return to_model_input(image, self.card.input)
 
+    @contextmanager
+    def inspecting(self) -> Iterator[None]:
+        """Count one part in progress for the block (the service: from its decode to its
+        stored result). While another part is in progress, a run takes the single-threaded
+        session even if no other run is in flight at that moment: under load the parts'
+        other steps fill the cores between runs, and a 2-thread run then only contends."""
+        with self._count:
+            self._parts += 1
+        try:
+            yield
+        finally:
+            with self._count:
+                self._parts -= 1
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw graph call on a uint8 NHWC batch: (score [N], anomaly_map [N, H, W])."""
         with self._count:
             self._in_flight += 1
-            session = self.session if self._in_flight == 1 else self._overlap_session
+            alone = self._in_flight == 1 and self._parts <= 1
+            session = self.session if alone else self._overlap_session
         try:
             score, anomaly_map = session.run(["score", "anomaly_map"], {"image": batch})
         finally:

@@ -118,8 +118,20 @@ def inspect_part(
 ) -> InspectionResult:
     """Inspect one part and store the result; the engine is taken once, so a model swap
     during the call does not affect it."""
-    settings = state.settings
     engine = station_engine(state, metadata.station)
+    with engine.inspecting():
+        return _inspect(state, engine, data, metadata, overlay, attempt)
+
+
+def _inspect(
+    state: ServiceState,
+    engine: Engine,
+    data: bytes,
+    metadata: PartMetadata,
+    overlay: bool,
+    attempt: Attempt | None,
+) -> InspectionResult:
+    settings = state.settings
     started = time.perf_counter()
     received_at = datetime.now(UTC)
     result_id = new_result_id(received_at)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from defectlens.datasets.images import read_image
 from defectlens.datasets.layout import open_dataset
@@ -48,6 +49,30 @@ def test_overlapping_runs_go_to_the_single_thread_session_with_the_same_answers(
         want_score, want_map = expected[index % 8]
         np.testing.assert_allclose(score, want_score, atol=1e-5)
         np.testing.assert_allclose(anomaly_map, want_map, atol=1e-4)
+
+
+def test_a_run_while_another_part_is_in_progress_takes_the_single_thread_session(
+    trained_model: Path, synthetic_data: Path
+) -> None:
+    split = Engine(trained_model, threads=2, split_overlapping=True)
+    sample = open_dataset(synthetic_data).test[0]
+    batch = split.prepare(read_image(sample.path))[np.newaxis]
+    main, overlap = CountingSession(split.session), CountingSession(split._overlap_session)
+    split.session, split._overlap_session = main, overlap  # type: ignore[assignment]
+
+    with split.inspecting():  # one part alone, between its steps: all threads
+        split.run(batch)
+    assert (main.runs, overlap.runs) == (1, 0)
+    with split.inspecting(), split.inspecting():  # another part is decoding or storing
+        split.run(batch)
+    assert (main.runs, overlap.runs) == (1, 1)
+    with split.inspecting():  # the other part has finished: all threads again
+        split.run(batch)
+    assert (main.runs, overlap.runs) == (2, 1)
+    with pytest.raises(RuntimeError), split.inspecting():  # a failed part leaves the count
+        raise RuntimeError("decode failed")
+    split.run(batch)
+    assert (main.runs, overlap.runs) == (3, 1)
 
 
 def test_a_single_thread_engine_has_nothing_to_split(trained_model: Path) -> None:
