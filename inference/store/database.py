@@ -6,13 +6,14 @@ import functools
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
 from sqlalchemy import Engine, Table, insert, text
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 from defectlens.inference.store.connect import (
     BEGIN_MODE,
@@ -42,6 +43,10 @@ class Database:
         self._write_turn: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
+        self._keep_writer = engine.dialect.name == "sqlite"
+        self._kept_writer: PoolProxiedConnection | None = None
+        """On SQLite, the connection `insert_rows` keeps checked out between parts (guarded
+        by `_write_turn`)."""
 
     @property
     def url(self) -> str:
@@ -81,34 +86,56 @@ class Database:
         on any error nothing is written.
         """
         dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
         with self._write_turn:
-            raw = self.engine.raw_connection()
+            raw = self._insert_connection()
+            cursor = None
+            statement = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
             try:
                 cursor = raw.cursor()
-                statement = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
-                try:
-                    if statement is not None:
-                        cursor.execute(statement)
-                    for table, values in rows:
-                        if values:
-                            prepared = _prepared_insert(dialect, table, tuple(values[0]))
-                            statement = prepared.sql
-                            cursor.executemany(statement, prepared.parameters(values))
-                    raw.commit()
-                except BaseException as error:
-                    _rollback(raw)
-                    dbapi = dialect.loaded_dbapi
-                    if isinstance(error, dbapi.Error):
-                        if dialect.is_disconnect(error, raw.dbapi_connection, cursor):
-                            raw.invalidate(error)
-                        raise DBAPIError.instance(
-                            statement, None, error, dbapi.Error, dialect=dialect
-                        ) from error
-                    raise
-                finally:
-                    cursor.close()
+                if statement is not None:
+                    cursor.execute(statement)
+                for table, values in rows:
+                    if values:
+                        prepared = _prepared_insert(dialect, table, tuple(values[0]))
+                        statement = prepared.sql
+                        cursor.executemany(statement, prepared.parameters(values))
+                raw.commit()
+            except BaseException as error:
+                rolled_back = _rollback(raw)
+                disconnect = isinstance(error, dbapi.Error) and dialect.is_disconnect(
+                    error, raw.dbapi_connection, cursor
+                )
+                if disconnect or not rolled_back:  # the connection is no longer usable
+                    raw.invalidate(error if isinstance(error, Exception) else None)
+                    if raw is self._kept_writer:
+                        self._kept_writer = None
+                if isinstance(error, dbapi.Error):
+                    raise DBAPIError.instance(
+                        statement, None, error, dbapi.Error, dialect=dialect
+                    ) from error
+                raise
             finally:
-                raw.close()
+                if cursor is not None:
+                    with suppress(dbapi.Error):  # a dead connection's cursor: reported above
+                        cursor.close()
+                if raw is not self._kept_writer:
+                    raw.close()  # back to the pool (an invalidated one is discarded there)
+
+    def _insert_connection(self) -> PoolProxiedConnection:
+        """The DBAPI connection for one `insert_rows`. On SQLite, where writes take turns
+        anyway, one is checked out once and kept: a checkout and a return (with its reset)
+        per part cost more than the insert. Elsewhere, one from the pool per call."""
+        if not self._keep_writer:
+            return self.engine.raw_connection()
+        if self._kept_writer is None:
+            self._kept_writer = self.engine.raw_connection()
+        return self._kept_writer
+
+    def _release_kept_writer(self) -> None:
+        kept, self._kept_writer = self._kept_writer, None
+        if kept is not None:
+            kept.close()
 
     def ping(self) -> bool:
         """Whether the database answers now (for readiness checks)."""
@@ -121,6 +148,8 @@ class Database:
         return True
 
     def close(self) -> None:
+        with self._write_turn:
+            self._release_kept_writer()
         self.engine.dispose()
 
     def __enter__(self) -> Database:
@@ -177,12 +206,15 @@ def _prepared_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -
     return _PreparedInsert(dialect, table, columns)
 
 
-def _rollback(raw: Any) -> None:
-    """Roll back after a failed insert; a connection that cannot is closed by the pool."""
+def _rollback(raw: Any) -> bool:
+    """Roll back after a failed insert; False if that failed too (the connection is then
+    discarded)."""
     try:
         raw.rollback()
     except Exception:  # the original error is the one to report
         log.warning("rollback after a failed insert failed", exc_info=True)
+        return False
+    return True
 
 
 def open_database(url: str | URL, *, migrate: bool = True) -> Database:

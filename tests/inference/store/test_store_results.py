@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from store_factories import DEFECTS, T0, make_result
 
 from defectlens.errors import InputError
-from defectlens.inference.store import Database, ResultExists, Store, StoredImage
+from defectlens.inference.store import Database, ResultExists, Store, StoredImage, open_database
 from defectlens.inference.store.service import _result_rows
 from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
 from defectlens.result import InspectionResult
@@ -147,6 +149,66 @@ def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) 
     assert counts(db)["results"] == 0
     db.insert_rows([parent])  # the connection is usable again and the parent alone goes in
     assert counts(db)["results"] == 1
+
+
+def test_sqlite_keeps_one_writer_that_holds_no_lock_between_parts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    service, other = open_database(url), open_database(url)  # e.g. the CLI beside the service
+    try:
+        mine, theirs = Store(service), Store(other)
+        mine.save_result(make_result(1))
+        kept = service._kept_writer
+        assert kept is not None and service.engine.pool.checkedout() == 1
+        second = make_result(2)
+        theirs.save_result(second)  # not locked out by the writer kept between parts
+        mine.save_result(make_result(3))
+        assert service._kept_writer is kept and service.engine.pool.checkedout() == 1
+        with pytest.raises(ResultExists):  # written through the other connection, seen here
+            mine.save_result(second)
+        assert [r.serial for r in theirs.list_results(limit=10)[0]] == [
+            "SN00003",
+            "SN00002",
+            "SN00001",
+        ]
+    finally:
+        service.close()
+        other.close()
+    assert service.engine.pool.checkedout() == 0
+
+
+def test_a_broken_kept_writer_fails_one_part_and_is_replaced(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store = Store(db)
+        store.save_result(make_result(1))
+        assert db._kept_writer is not None
+        db._kept_writer.dbapi_connection.close()  # type: ignore[union-attr]
+        with pytest.raises(ProgrammingError, match="closed database"):
+            store.save_result(make_result(2))
+        store.save_result(make_result(3))  # a fresh connection; nothing of part 2 was kept
+        assert [r.serial for r in store.list_results(limit=10)[0]] == ["SN00003", "SN00001"]
+    finally:
+        db.close()
+
+
+def test_a_part_locked_out_by_another_writer_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    db = open_database(f"sqlite:///{path}")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        store = Store(db)
+        store.save_result(make_result(1))
+        assert db._kept_writer is not None
+        db._kept_writer.dbapi_connection.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
+        blocker.execute("BEGIN IMMEDIATE")  # e.g. a long write from another process
+        with pytest.raises(OperationalError, match="locked"):
+            store.save_result(make_result(2))
+        blocker.execute("ROLLBACK")
+        store.save_result(make_result(3))  # the kept writer carries on
+        assert [r.serial for r in store.list_results(limit=10)[0]] == ["SN00003", "SN00001"]
+    finally:
+        blocker.close()
+        db.close()
 
 
 def test_insert_rows_refuses_a_skipped_default_or_an_unknown_column(db: Database) -> None:
