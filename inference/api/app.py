@@ -110,6 +110,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(inspect.InspectLane, metrics=metrics)  # added last: the outer one
     for router in (inspect.router, results.router, models.router, health.router):
         app.include_router(router)
     return app

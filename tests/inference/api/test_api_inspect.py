@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tifffile
 from api_service import STATION, Service
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 
 from defectlens.datasets.images import read_mask
 from defectlens.inference.api.images import keep_image
@@ -291,3 +293,48 @@ def test_onnx_spinning_off_gives_the_same_answers(
         result = service.inspect(path.read_bytes()).json()
         expected = reference.predict(path.read_bytes(), with_map=False)
         assert (result["verdict"], result["score"]) == (expected.verdict, expected.score)
+
+
+def test_the_lane_and_the_router_answer_parts_alike(
+    service: Service, good_part: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # POST /v1/inspect is served by InspectLane ahead of FastAPI's routing; behind a proxy
+    # prefix (root_path) the lane steps aside and the router serves it. Same answers.
+    routed: list[str] = []
+    handle = APIRoute.handle
+
+    async def counting_handle(self: APIRoute, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(self.path)
+        await handle(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", counting_handle)
+    proxied = TestClient(service.client.app, root_path="/plant", raise_server_exceptions=False)
+    key = service.auth("line")
+    cases: list[tuple[dict[str, str], bytes, dict[str, str]]] = [
+        ({**key, "Content-Type": "image/png"}, good_part, {"station": STATION}),
+        ({"Content-Type": "image/png"}, good_part, {"station": STATION}),  # no key
+        ({**service.auth("manager"), "Content-Type": "image/png"}, good_part, {"station": STATION}),
+        ({**key, "Content-Type": "image/png"}, good_part, {"station": "nowhere"}),
+        ({**key, "Content-Type": "image/png"}, b"", {"station": STATION}),
+        ({**key, "Content-Type": "text/plain"}, good_part, {"station": STATION}),
+        ({**key, "Content-Type": "image/png"}, b"not an image", {"station": STATION}),
+    ]
+    for headers, body, params in cases:
+        direct = service.client.post("/v1/inspect", content=body, params=params, headers=headers)
+        assert routed == []
+        behind = proxied.post("/v1/inspect", content=body, params=params, headers=headers)
+        assert routed == ["/v1/inspect"]
+        routed.clear()
+        assert direct.status_code == behind.status_code
+        assert direct.headers.get("www-authenticate") == behind.headers.get("www-authenticate")
+        if direct.status_code == 200:
+            drop = ("result_id", "received_at", "timings_ms", "image_url", "heatmap_url")
+            assert {k: v for k, v in direct.json().items() if k not in drop} == {
+                k: v for k, v in behind.json().items() if k not in drop
+            }
+        else:
+            assert direct.json() == behind.json()
+    metrics = service.client.get("/metrics").text
+    for status in ("200", "401", "403", "404", "415", "422"):
+        # both paths count under the route's template
+        assert f'method="POST",route="/v1/inspect",status="{status}"' in metrics
