@@ -553,6 +553,9 @@ def print_report(
     by_clients = {level.clients: level for level in levels}
     if 1 in by_clients:
         one = by_clients[1]
+        note = phase_note(before, after, percentile(one.model_ms, 50))
+        if note:
+            print(f"\n{note}")
         overhead = percentile(one.latencies_ms, 50) - raw_p50
         own = percentile(one.latencies_ms, 50) - percentile(one.model_ms, 50)
         print(f"\np50 service overhead at 1 client (end-to-end - raw model): {overhead:.2f} ms")
@@ -569,6 +572,25 @@ def print_report(
         print(f"throughput at 4 clients / raw model with 4 callers: {ratio:.2f}")
         split_ratio = by_clients[4].throughput / raw_split
         print(f"  (/ the split raw model with 4 callers: {split_ratio:.2f})")
+
+
+SPEED_CHANGE = 1.2
+"""A ratio of model times that means the machine changed speed between two measurements."""
+
+
+def phase_note(raw_before_ms: float, raw_after_ms: float, service_model_ms: float) -> str | None:
+    """A warning when the raw model's p50 before and after the service, or the model's p50
+    inside the service at 1 client, differ by more than `SPEED_CHANGE`: the machine changed
+    speed during the run, so the whole-level comparisons mix two speeds."""
+    times = (raw_before_ms, raw_after_ms, service_model_ms)
+    if min(times) <= 0 or max(times) / min(times) <= SPEED_CHANGE:
+        return None
+    return (
+        f"note: the machine changed speed during the run (model p50: raw before "
+        f"{raw_before_ms:.2f} ms, raw after {raw_after_ms:.2f} ms, in the service at 1 client "
+        f"{service_model_ms:.2f} ms); the whole-level figures below compare different speeds: "
+        "read the paired rounds"
+    )
 
 
 def print_rounds(rounds: list[Round], count: int, chunk: int, floor_ms: dict[str, float]) -> None:

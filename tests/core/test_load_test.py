@@ -3,6 +3,7 @@ service, answers every request and prints each figure the README quotes."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -35,3 +36,17 @@ def test_load_test_prints_levels_raw_figures_and_paired_rounds(trained_model: Pa
     assert re.search(r"^\s+\d+\.\d\d ms  an unknown station \(404", out, re.MULTILINE), out
     assert re.search(r"paired rounds \(2; .*; 0 errors\)", out), out
     assert re.search(r"throughput ratio at 4 clients: median \d+\.\d\d", out), out
+
+
+def test_a_change_of_machine_speed_during_the_run_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole-level figures compare the service's 1-client level with raw runs taken before
+    # and after it; when the machine's speed changed in between, the report says so.
+    spec = importlib.util.spec_from_file_location("load_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    load_test = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "load_test", load_test)  # its dataclasses look it up
+    spec.loader.exec_module(load_test)
+    assert load_test.phase_note(7.8, 8.1, 8.4) is None
+    note = load_test.phase_note(7.7, 11.9, 8.0)
+    assert note is not None and "raw after 11.90 ms" in note and "paired rounds" in note
+    assert load_test.phase_note(7.6, 7.9, 12.0) is not None  # a slow level between fast raw runs
