@@ -261,7 +261,10 @@ async def run_levels(
             rounds.append(await paired.round(connect, server_pid))
             last = rounds[-1]
             print(
-                f"  round {index + 1}: overhead {last.overhead_ms:.2f} ms, ratio {last.ratio:.2f}",
+                f"  round {index + 1}: raw model p50 {last.raw_ms:.2f} ms, "
+                f"overhead {last.overhead_ms:.2f} ms "
+                f"({last.own_overhead_ms:.2f} around the service's own model time), "
+                f"ratio {last.ratio:.2f}",
                 flush=True,
             )
         return out, rounds
@@ -271,8 +274,13 @@ async def run_levels(
 class Round:
     """One paired round: each service figure next to the raw model's, measured in turn."""
 
+    raw_ms: float
+    """p50 raw model with 1 caller in the round: how fast the machine was then."""
     overhead_ms: float
     """p50 end to end at 1 client − p50 raw model with 1 caller."""
+    own_overhead_ms: float
+    """p50 over the same requests of end to end − the model time the service reported for
+    that request: what the service adds around its own model run, immune to drift."""
     ratio: float
     """parts/s at 4 clients ÷ raw runs/s with 4 callers."""
     errors: int
@@ -319,21 +327,24 @@ class Paired:
         await poster.close()
 
     async def round(self, connect: Callable[[], Poster], server_pid: int) -> Round:
-        raw_one, one, errors = await self.one_client(connect)
+        raw_one, one, around, errors = await self.one_client(connect)
         raw_four = raw_throughput(self.engine, self.batches, self.count, parallel=4)[0]
         four = await one_level(connect, self.images, 4, self.count, server_pid)
-        overhead = percentile(one, 50) - percentile(raw_one, 50)
-        return Round(overhead, four.throughput / raw_four, errors + four.errors)
+        raw_p50 = percentile(raw_one, 50)
+        overhead = percentile(one, 50) - raw_p50
+        ratio = four.throughput / raw_four
+        return Round(raw_p50, overhead, percentile(around, 50), ratio, errors + four.errors)
 
     async def one_client(
         self, connect: Callable[[], Poster]
-    ) -> tuple[list[float], list[float], int]:
-        """(raw ms, end-to-end ms, errors) of `count` raw runs and `count` requests from one
-        client, taken `chunk` at a time in turn: each half of the pair sees the same phases
-        of the machine, to within a chunk's time."""
+    ) -> tuple[list[float], list[float], list[float], int]:
+        """(raw ms, end-to-end ms, end-to-end − the service's model ms, errors) of `count`
+        raw runs and `count` requests from one client, taken `chunk` at a time in turn: each
+        half of the pair sees the same phases of the machine, to within a chunk's time."""
         poster = connect()
         raw: list[float] = []
         latencies: list[float] = []
+        around: list[float] = []
         errors = 0
         for index in range(self.count):
             if index % self.chunk == 0:
@@ -343,10 +354,11 @@ class Paired:
             answer = await timed_post(poster, path, self.images[index % len(self.images)])
             if answer is not None and answer[0] == 200:
                 latencies.append(answer[1])
+                around.append(answer[1] - answer[2]["timings_ms"]["model"])
             else:
                 errors += 1
         await poster.close()
-        return raw, latencies, errors
+        return raw, latencies, around, errors
 
 
 class Poster(Protocol):
@@ -610,6 +622,11 @@ def print_rounds(rounds: list[Round], count: int, chunk: int, floor_ms: dict[str
     print(
         f"  p50 overhead at 1 client: median {statistics.median(overheads):.2f} ms "
         f"({min(overheads):.2f}–{max(overheads):.2f})"
+    )
+    around = [r.own_overhead_ms for r in rounds]
+    print(
+        f"    the same requests against the model time the service reported for each: "
+        f"median {statistics.median(around):.2f} ms ({min(around):.2f}–{max(around):.2f})"
     )
     print(
         f"  throughput ratio at 4 clients: median {statistics.median(ratios):.2f} "

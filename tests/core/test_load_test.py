@@ -31,7 +31,12 @@ def test_load_test_prints_levels_raw_figures_and_paired_rounds(trained_model: Pa
     assert re.search(r"^\s+4 clients: .* errors 0$", out, re.MULTILINE), out
     assert re.search(r"p50 service overhead at 1 client .*: -?\d+\.\d\d ms", out), out
     assert re.search(r"throughput at 4 clients / raw model with 4 callers: \d+\.\d\d", out), out
-    assert len(re.findall(r"round \d: overhead -?\d+\.\d\d ms, ratio \d+\.\d\d", out)) == 2, out
+    round_line = (
+        r"round \d: raw model p50 \d+\.\d\d ms, overhead -?\d+\.\d\d ms "
+        r"\(-?\d+\.\d\d around .*\), ratio \d+\.\d\d"
+    )
+    assert len(re.findall(round_line, out)) == 2, out
+    assert re.search(r"reported for each: median -?\d+\.\d\d ms", out), out
     assert re.search(r"^\s+\d+\.\d\d ms  an empty body \(422", out, re.MULTILINE), out
     assert re.search(r"^\s+\d+\.\d\d ms  an unknown station \(404", out, re.MULTILINE), out
     assert re.search(r"paired rounds \(2; .*; 0 errors\)", out), out
