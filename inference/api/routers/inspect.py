@@ -108,9 +108,9 @@ async def inspect(request: Request) -> Response:
 class InspectLane:
     """ASGI middleware that takes `POST /v1/inspect` straight to `inspect`.
 
-    The per-part path pays for every layer it passes; in the running service each costs
-    several times what it does in a warm loop, because the model's run before it has
-    flushed the CPU caches. The lane skips FastAPI's exception, routing and endpoint layers
+    The per-part path pays for every layer it passes, and in the running service each
+    costs several times what it does in a warm loop (the work around a part runs cold:
+    after the model, on cores woken from idle). The lane skips FastAPI's exception, routing and endpoint layers
     (none of which this route uses) and keeps what it relies on: the same handler, the
     app's own exception handlers for its errors, and the request metrics, labelled with
     the route as the router would. Anything else, including this path under a
