@@ -1,0 +1,205 @@
+"""Two services side by side, one part to each in turn: which answers faster, request by request.
+
+    .venv/bin/python scripts/compare_serving.py --a MODEL_DIR --b MODEL_DIR
+    .venv/bin/python scripts/compare_serving.py --a MODEL_DIR --b MODEL_DIR \\
+        --b-env DEFECTLENS_ONNX_SPINNING=false
+
+Starts `defectlens serve` twice on loopback, each with its own temporary workspace and `line`
+key, warms both, then sends the same synthetic parts to both from one blocking HTTP/1.1
+client each, in turn, in a shuffled order. Per side it prints the p50 end to end, the p50
+model time the service reported, and the p50 of end to end minus that model time: what the
+service adds around its model. Then it pairs the last figure request by request: the median
+difference, how many pairs went each way, and the median of each block of 100 pairs. Both
+sides see the machine in the same moments, so a difference of a tenth of a millisecond shows
+on a machine whose speed drifts by a fifth from minute to minute.
+
+Use it to compare a new model version with the one on the line (model time and the whole
+answer), or one service setting with another (`DEFECTLENS_*` variables, `--a-env`/`--b-env`).
+Both services share the machine's cores with each other and with this client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from load_test import BIN, STATION, free_port, part_images, run, stop, wait_ready
+
+BLOCK = 100
+
+
+@dataclass
+class Side:
+    """One service and its client connection."""
+
+    name: str
+    server: subprocess.Popen[str]
+    port: int
+    key: str
+    connection: socket.socket | None = None
+    end_to_end_ms: list[float] = field(default_factory=list)
+    model_ms: list[float] = field(default_factory=list)
+    around_ms: list[float | None] = field(default_factory=list)
+    """Per part sent, in order: end to end minus the model time the service reported (None
+    for an error), so the two sides pair up part by part."""
+    errors: int = 0
+
+    def post(self, body: bytes) -> None:
+        """Send one part and record its timings (or count an error)."""
+        if self.connection is None:
+            self.connection = socket.create_connection(("127.0.0.1", self.port))
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.reader = self.connection.makefile("rb")
+        head = (
+            f"POST /v1/inspect?station={STATION} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"X-API-Key: {self.key}\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        start = time.perf_counter()
+        self.connection.sendall(head + body)
+        status = self.reader.readline()
+        length = 0
+        while (line := self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        payload = self.reader.read(length)
+        elapsed = (time.perf_counter() - start) * 1000
+        if b" 200 " not in status:
+            self.errors += 1
+            self.around_ms.append(None)
+            return
+        model = json.loads(payload)["timings_ms"]["model"]
+        self.end_to_end_ms.append(elapsed)
+        self.model_ms.append(model)
+        self.around_ms.append(elapsed - model)
+
+    def reset(self) -> None:
+        self.end_to_end_ms.clear()
+        self.model_ms.clear()
+        self.around_ms.clear()
+        self.errors = 0
+
+
+def settings(parser: argparse.ArgumentParser, pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            parser.error(f"{flag} {pair!r}: expected NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def start(name: str, model: Path, extra: dict[str, str], threads: int, home: Path) -> Side:
+    env = {
+        **os.environ,
+        "DEFECTLENS_HOME": str(home),
+        "DEFECTLENS_THREADS": str(threads),
+        "DEFECTLENS_DEPLOYMENT_POLL_S": "0",
+        **extra,
+    }
+    env.pop("DEFECTLENS_DATABASE_URL", None)
+    cli = [str(BIN / "defectlens")]
+    run([*cli, "models", "promote", str(model), "--station", STATION], env)
+    key = run([*cli, "keys", "create", "--role", "line", "--name", f"compare-{name}"], env)
+    port = free_port()
+    server = subprocess.Popen(
+        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    side = Side(name, server, port, key.strip().splitlines()[-1])
+    wait_ready(f"http://127.0.0.1:{port}", server, time.monotonic() + 120)
+    return side
+
+
+def report(a: Side, b: Side) -> None:
+    for side in (a, b):
+        if not side.end_to_end_ms:
+            print(f"{side.name}: no part answered ({side.errors} errors)")
+            return
+        around = [ms for ms in side.around_ms if ms is not None]
+        print(
+            f"{side.name}: p50 end to end {statistics.median(side.end_to_end_ms):.2f} ms, "
+            f"model {statistics.median(side.model_ms):.2f} ms, around the model "
+            f"{statistics.median(around):.2f} ms ({len(around)} parts, {side.errors} errors)"
+        )
+    both = zip(a.around_ms, b.around_ms, strict=True)
+    pairs = [(x, y) for x, y in both if x is not None and y is not None]
+    differences = [x - y for x, y in pairs]
+    slower = sum(d > 0 for d in differences)
+    print(
+        f"{a.name} - {b.name}, around the model, request by request: median "
+        f"{statistics.median(differences):+.3f} ms; {a.name} slower in {slower} of "
+        f"{len(differences)} pairs"
+    )
+    blocks = []
+    for first in range(0, len(pairs) - BLOCK + 1, BLOCK):
+        block = pairs[first : first + BLOCK]
+        blocks.append(
+            statistics.median(x for x, _ in block) - statistics.median(y for _, y in block)
+        )
+    if blocks:
+        print(f"  each block of {BLOCK} pairs: " + " ".join(f"{d:+.2f}" for d in blocks))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, required=True, help="model version folder of side A")
+    parser.add_argument("--b", type=Path, required=True, help="model version folder of side B")
+    parser.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--requests", type=int, default=600, help="parts sent to each side")
+    parser.add_argument("--warmup", type=int, default=40, help="parts sent to each side first")
+    parser.add_argument("--images", type=int, default=24, help="distinct synthetic parts")
+    parser.add_argument("--threads", type=int, default=2, help="DEFECTLENS_THREADS of both")
+    args = parser.parse_args()
+    env_a = settings(parser, args.a_env, "--a-env")
+    env_b = settings(parser, args.b_env, "--b-env")
+    for folder in (args.a, args.b):
+        if not (folder / "model.json").is_file():
+            parser.error(f"{folder}: not a model version folder (no model.json)")
+    with tempfile.TemporaryDirectory(prefix="defectlens-compare-") as tmp:
+        sides: list[Side] = []
+        try:
+            for name, model, extra in (("A", args.a, env_a), ("B", args.b, env_b)):
+                sides.append(start(name, model, extra, args.threads, Path(tmp) / name))
+            a, b = sides
+            size = max(
+                json.loads((folder / "model.json").read_text())["input"]["height"]
+                for folder in (args.a, args.b)
+            )
+            images = part_images(args.images, size)
+            for index in range(args.warmup):
+                a.post(images[index % len(images)])
+                b.post(images[index % len(images)])
+            for side in sides:
+                side.reset()
+            order = random.Random(0)
+            for index in range(args.requests):
+                image = images[index % len(images)]
+                for side in order.sample(sides, 2):
+                    side.post(image)
+        finally:
+            for side in sides:
+                if side.connection is not None:
+                    side.connection.close()
+                stop(side.server)
+        report(a, b)
+    return 1 if a.errors or b.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
