@@ -110,12 +110,12 @@ class InspectLane:
 
     The per-part path pays for every layer it passes, and in the running service each
     costs several times what it does in a warm loop (the work around a part runs cold:
-    after the model, on cores woken from idle). The lane skips FastAPI's exception, routing and endpoint layers
-    (none of which this route uses) and keeps what it relies on: the same handler, the
-    app's own exception handlers for its errors, and the request metrics, labelled with
-    the route as the router would. Anything else, including this path under a
-    `root_path`, goes on to the app. Installed as the outermost of the app's middleware,
-    inside Starlette's last-resort error layer.
+    after the model, on cores woken from idle). The lane skips FastAPI's exception,
+    routing and endpoint layers (none of which this route uses) and keeps what it relies
+    on: the same handler, the app's own exception handlers for its errors, and the
+    request metrics, labelled with the route as the router would. Anything else,
+    including this path under a `root_path`, goes on to the app. Installed as the
+    outermost of the app's middleware, inside Starlette's last-resort error layer.
     """
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
