@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -51,3 +52,26 @@ def test_at_most_max_defects_strongest_kept() -> None:
     regions = [(0, 2 * i, 1, 1, 0.5 + i / 100) for i in range(5)]
     defects = defects_from_map(_map(*regions), threshold=0.5, max_defects=2)
     assert [round(d.score, 2) for d in defects] == [0.54, 0.53]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_labelling_the_box_around_the_cut_finds_what_the_whole_map_has(seed: int) -> None:
+    # Regions are labelled inside the box around the pixels above the cut; on blotchy maps
+    # with regions anywhere (edges included) the result is the whole map's labelling.
+    rng = np.random.default_rng(seed)
+    anomaly_map = cv2.GaussianBlur(rng.random((96, 128)).astype(np.float32), (0, 0), 3)
+    threshold = float(np.quantile(anomaly_map, 0.9))
+    above = (anomaly_map >= threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
+    expected = sorted(
+        (
+            round(float(anomaly_map[labels == k].max()), 6),
+            (int(x), int(y), int(x + w), int(y + h)),
+            int(area),
+        )
+        for k, (x, y, w, h, area) in enumerate(stats)
+        if k > 0
+    )
+    found = defects_from_map(anomaly_map, threshold, max_defects=count)
+    assert sorted((round(d.score, 6), d.box, d.area_px) for d in found) == expected
+    assert len(expected) > 1
