@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from load_test import BIN, STATION, free_port, part_images, run, stop, wait_ready
+from load_test import STATION, part_images, start_service, stop, wait_ready
 
 BLOCK = 100
 
@@ -109,18 +109,8 @@ def start(name: str, model: Path, extra: dict[str, str], threads: int, home: Pat
         **extra,
     }
     env.pop("DEFECTLENS_DATABASE_URL", None)
-    cli = [str(BIN / "defectlens")]
-    run([*cli, "models", "promote", str(model), "--station", STATION], env)
-    key = run([*cli, "keys", "create", "--role", "line", "--name", f"compare-{name}"], env)
-    port = free_port()
-    server = subprocess.Popen(
-        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    side = Side(name, server, port, key.strip().splitlines()[-1])
+    server, port, key = start_service(model, env, f"compare-{name}")
+    side = Side(name, server, port, key)
     wait_ready(f"http://127.0.0.1:{port}", server, time.monotonic() + 120)
     return side
 

@@ -153,18 +153,7 @@ def main() -> int:
             env["DEFECTLENS_ONNX_SPINNING"] = str(args.spin).lower()
         if args.split is not None:
             env["DEFECTLENS_ONNX_SPLIT_OVERLAPPING"] = str(args.split).lower()
-        cli = [str(BIN / "defectlens")]
-        run([*cli, "models", "promote", str(model), "--station", STATION], env)
-        key = run([*cli, "keys", "create", "--role", "line", "--name", "load-test"], env)
-        key = key.strip().splitlines()[-1]
-        port = free_port()
-        server = subprocess.Popen(
-            [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        server, port, key = start_service(model, env, "load-test")
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server, deadline)
@@ -636,6 +625,25 @@ def print_rounds(rounds: list[Round], count: int, chunk: int, floor_ms: dict[str
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def start_service(
+    model: Path, env: dict[str, str], key_name: str
+) -> tuple[subprocess.Popen[str], int, str]:
+    """`defectlens serve` on a free loopback port of the workspace in `env`, with `model`
+    promoted to the station: (the process, its port, a new `line` key). Not yet ready."""
+    cli = [str(BIN / "defectlens")]
+    run([*cli, "models", "promote", str(model), "--station", STATION], env)
+    key = run([*cli, "keys", "create", "--role", "line", "--name", key_name], env)
+    port = free_port()
+    server = subprocess.Popen(
+        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return server, port, key.strip().splitlines()[-1]
 
 
 def run(command: list[str], env: dict[str, str]) -> str:
