@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from load_test import STATION, part_images, start_service, stop, wait_ready
 
@@ -40,23 +41,21 @@ BLOCK = 100
 
 @dataclass
 class Side:
-    """One service and its client connection."""
+    """One service, its client connection, and what it answered."""
 
     name: str
     server: subprocess.Popen[str]
     port: int
     key: str
     connection: socket.socket | None = None
-    end_to_end_ms: list[float] = field(default_factory=list)
-    model_ms: list[float] = field(default_factory=list)
-    around_ms: list[float | None] = field(default_factory=list)
-    """Per part sent, in order: end to end minus the model time the service reported (None
-    for an error), so the two sides pair up part by part."""
-    errors: int = 0
+    reader: BinaryIO | None = None
+    answers: list[tuple[float, float] | None] = field(default_factory=list)
+    """Per part sent, in order: (end to end ms, the model ms the service reported), or None
+    for an error; the two sides pair up part by part."""
 
     def post(self, body: bytes) -> None:
-        """Send one part and record its timings (or count an error)."""
-        if self.connection is None:
+        """Send one part and record its answer."""
+        if self.connection is None or self.reader is None:
             self.connection = socket.create_connection(("127.0.0.1", self.port))
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.reader = self.connection.makefile("rb")
@@ -74,20 +73,12 @@ class Side:
                 length = int(line.split(b":", 1)[1])
         payload = self.reader.read(length)
         elapsed = (time.perf_counter() - start) * 1000
-        if b" 200 " not in status:
-            self.errors += 1
-            self.around_ms.append(None)
-            return
-        model = json.loads(payload)["timings_ms"]["model"]
-        self.end_to_end_ms.append(elapsed)
-        self.model_ms.append(model)
-        self.around_ms.append(elapsed - model)
+        ok = b" 200 " in status
+        self.answers.append((elapsed, json.loads(payload)["timings_ms"]["model"]) if ok else None)
 
-    def reset(self) -> None:
-        self.end_to_end_ms.clear()
-        self.model_ms.clear()
-        self.around_ms.clear()
-        self.errors = 0
+    @property
+    def errors(self) -> int:
+        return sum(answer is None for answer in self.answers)
 
 
 def settings(parser: argparse.ArgumentParser, pairs: list[str], flag: str) -> dict[str, str]:
@@ -117,17 +108,22 @@ def start(name: str, model: Path, extra: dict[str, str], threads: int, home: Pat
 
 def report(a: Side, b: Side) -> None:
     for side in (a, b):
-        if not side.end_to_end_ms:
+        answered = [answer for answer in side.answers if answer is not None]
+        if not answered:
             print(f"{side.name}: no part answered ({side.errors} errors)")
             return
-        around = [ms for ms in side.around_ms if ms is not None]
         print(
-            f"{side.name}: p50 end to end {statistics.median(side.end_to_end_ms):.2f} ms, "
-            f"model {statistics.median(side.model_ms):.2f} ms, around the model "
-            f"{statistics.median(around):.2f} ms ({len(around)} parts, {side.errors} errors)"
+            f"{side.name}: p50 end to end {statistics.median(t for t, _ in answered):.2f} ms, "
+            f"model {statistics.median(m for _, m in answered):.2f} ms, around the model "
+            f"{statistics.median(t - m for t, m in answered):.2f} ms ({len(answered)} parts, "
+            f"{side.errors} errors)"
         )
-    both = zip(a.around_ms, b.around_ms, strict=True)
-    pairs = [(x, y) for x, y in both if x is not None and y is not None]
+    # What each service added around its model, part by part where both answered.
+    pairs = [
+        (x[0] - x[1], y[0] - y[1])
+        for x, y in zip(a.answers, b.answers, strict=True)
+        if x is not None and y is not None
+    ]
     differences = [x - y for x, y in pairs]
     slower = sum(d > 0 for d in differences)
     print(
@@ -176,7 +172,7 @@ def main() -> int:
                 a.post(images[index % len(images)])
                 b.post(images[index % len(images)])
             for side in sides:
-                side.reset()
+                side.answers.clear()
             order = random.Random(0)
             for index in range(args.requests):
                 image = images[index % len(images)]
