@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,9 +31,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-from load_test import STATION, part_images, start_service, stop, wait_ready
+from load_test import STATION, LineClient, part_images, start_service, stop, wait_ready
 
 BLOCK = 100
 
@@ -45,35 +43,21 @@ class Side:
 
     name: str
     server: subprocess.Popen[str]
-    port: int
-    key: str
-    connection: socket.socket | None = None
-    reader: BinaryIO | None = None
+    client: LineClient
     answers: list[tuple[float, float] | None] = field(default_factory=list)
     """Per part sent, in order: (end to end ms, the model ms the service reported), or None
     for an error; the two sides pair up part by part."""
 
     def post(self, body: bytes) -> None:
         """Send one part and record its answer."""
-        if self.connection is None or self.reader is None:
-            self.connection = socket.create_connection(("127.0.0.1", self.port))
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.reader = self.connection.makefile("rb")
-        head = (
-            f"POST /v1/inspect?station={STATION} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"X-API-Key: {self.key}\r\nContent-Type: image/png\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
         start = time.perf_counter()
-        self.connection.sendall(head + body)
-        status = self.reader.readline()
-        length = 0
-        while (line := self.reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        payload = self.reader.read(length)
+        try:
+            status, payload = self.client.post(f"/v1/inspect?station={STATION}", body)
+        except (OSError, ValueError, IndexError):
+            self.answers.append(None)
+            return
         elapsed = (time.perf_counter() - start) * 1000
-        ok = b" 200 " in status
+        ok = status == 200
         self.answers.append((elapsed, json.loads(payload)["timings_ms"]["model"]) if ok else None)
 
     @property
@@ -101,7 +85,7 @@ def start(name: str, model: Path, extra: dict[str, str], threads: int, home: Pat
     }
     env.pop("DEFECTLENS_DATABASE_URL", None)
     server, port, key = start_service(model, env, f"compare-{name}")
-    side = Side(name, server, port, key)
+    side = Side(name, server, LineClient(f"http://127.0.0.1:{port}", key))
     wait_ready(f"http://127.0.0.1:{port}", server, time.monotonic() + 120)
     return side
 
@@ -180,8 +164,7 @@ def main() -> int:
                     side.post(image)
         finally:
             for side in sides:
-                if side.connection is not None:
-                    side.connection.close()
+                side.client.close()
                 stop(side.server)
         report(a, b)
     return 1 if a.errors or b.errors else 0
