@@ -2,7 +2,8 @@
 
 Layout: `<home>/images/YYYY/MM/DD/<result_id>.<ext>` (the bytes the line sent, unchanged)
 and `<result_id>_heatmap.png` beside it. Files are written to a temporary name and renamed,
-so a reader never sees half an image.
+so a reader never sees half an image, and synced to the disk with their folder before the
+result naming them is stored.
 """
 
 from __future__ import annotations
@@ -63,16 +64,46 @@ def find_image(images_dir: Path, result_id: str, received_at: datetime) -> Path 
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to `path` through a temporary file in the same folder and a rename, and
+    make it last: the file's bytes reach the disk before the rename, and its folder (with
+    any folder made for it) after, so that a result stored next never names an image that
+    a power cut has lost or left empty."""
+    made = _make_folders(path.parent)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view) :]
+            os.fdatasync(handle)
+        finally:
+            os.close(handle)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    for folder in (path.parent, *(folder.parent for folder in made)):
+        _sync_folder(folder)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents; the ones this call made, deepest first."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    return missing
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the entries of `folder` (a new or renamed file) last."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def encode_png(bgr: np.ndarray) -> bytes:

@@ -4,6 +4,7 @@ kind of bad input answered 4xx with nothing stored."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -102,6 +103,43 @@ def test_overlay_flag_writes_the_heat_map(service: Service, good_part: bytes) ->
     assert all(day in path.as_posix() for path in service.image_files())
     heatmap = service.client.get(result["heatmap_url"], headers=service.auth("line"))
     assert heatmap.status_code == 200 and heatmap.content.startswith(b"\x89PNG")
+
+
+def test_kept_images_reach_the_disk_before_their_result_is_stored(
+    make_service: Callable[..., Service], good_part: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a power cut, a stored result must not name an image that never reached the disk:
+    # each kept file's bytes are synced before its rename, then its folder, with the folders
+    # made for the day, and all of it before the result's commit.
+    service = make_service(keep_ok_fraction=1.0)
+    events: list[tuple[str, str]] = []
+    sync_file, sync_folder = os.fdatasync, os.fsync
+
+    def recorded(kind: str, sync: Callable[[int], None]) -> Callable[[int], None]:
+        def call(handle: int) -> None:
+            events.append((kind, os.readlink(f"/proc/self/fd/{handle}")))
+            sync(handle)
+
+        return call
+
+    monkeypatch.setattr(os, "fdatasync", recorded("file", sync_file))
+    monkeypatch.setattr(os, "fsync", recorded("folder", sync_folder))
+    store = service.client.app.state.service.store
+    save_result = store.save_result
+
+    def save(*args: Any, **kwargs: Any) -> None:
+        events.append(("stored", ""))
+        save_result(*args, **kwargs)
+
+    monkeypatch.setattr(store, "save_result", save)
+    result = service.inspect(good_part, overlay="true").json()
+    assert events[-1] == ("stored", ""), "the result was stored before its images were synced"
+    files = [Path(path).name for kind, path in events if kind == "file"]
+    for name in (f"{result['result_id']}.png", f"{result['result_id']}_heatmap.png"):
+        assert any(synced.startswith(f".{name}.") for synced in files), f"{name} not synced"
+    folders = {Path(path) for kind, path in events if kind == "folder"}
+    day = service.image_files()[0].parent
+    assert {day, day.parent, day.parent.parent, service.settings.images_dir} <= folders
 
 
 def test_ok_parts_are_kept_only_as_a_sample(
