@@ -418,8 +418,9 @@ class SocketPoster:
 class LineClient:
     """One blocking HTTP/1.1 keep-alive connection, the way a line station calls the service:
     send the part, wait for the answer. After the answer's bytes arrive it only reads them,
-    where an asyncio client first wakes its event loop and resumes a task (about 0.13 ms on
-    this machine), so at one client it adds the least to the end-to-end figure."""
+    where an asyncio client first wakes its event loop and resumes a task (0.08 ms later
+    than this one at the median, requests alternating between the two against one service),
+    so at one client it adds the least to the end-to-end figure."""
 
     def __init__(self, url: str, key: str) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -437,7 +438,11 @@ class LineClient:
         request = f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n"
         try:
             self.connection.sendall(request.encode() + body)
-            status = int(self.reader.readline().split(b" ", 2)[1])
+            status_line = self.reader.readline()
+            fields = status_line.split(b" ", 2)
+            if len(fields) < 2:
+                raise ValueError(f"not an HTTP status line: {status_line!r}")
+            status = int(fields[1])
             length = 0
             while (line := self.reader.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
@@ -445,7 +450,7 @@ class LineClient:
             payload = self.reader.read(length)
             if len(payload) < length:
                 raise ValueError(f"the answer ended after {len(payload)} of {length} bytes")
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             self.close()
             raise
         return status, payload
@@ -466,7 +471,7 @@ class BlockingPoster:
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         try:
             return self.client.post(path, body)
-        except (OSError, ValueError, IndexError) as error:
+        except (OSError, ValueError) as error:
             raise httpx.TransportError(f"{type(error).__name__}: {error}") from error
 
     async def close(self) -> None:
