@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -76,15 +75,7 @@ def settings(parser: argparse.ArgumentParser, pairs: list[str], flag: str) -> di
 
 
 def start(name: str, model: Path, extra: dict[str, str], threads: int, home: Path) -> Side:
-    env = {
-        **os.environ,
-        "DEFECTLENS_HOME": str(home),
-        "DEFECTLENS_THREADS": str(threads),
-        "DEFECTLENS_DEPLOYMENT_POLL_S": "0",
-        **extra,
-    }
-    env.pop("DEFECTLENS_DATABASE_URL", None)
-    server, port, key = start_service(model, env, f"compare-{name}")
+    server, port, key = start_service(model, home, threads, extra, f"compare-{name}")
     side = Side(name, server, LineClient(f"http://127.0.0.1:{port}", key))
     wait_ready(f"http://127.0.0.1:{port}", server, time.monotonic() + 120)
     return side

@@ -144,18 +144,12 @@ def main() -> int:
         split_batches = model_batches(split_engine, images)
         split_before = raw_throughput(split_engine, split_batches, args.requests, parallel=4)[0]
 
-        env = {
-            **os.environ,
-            "DEFECTLENS_HOME": str(home),
-            "DEFECTLENS_THREADS": str(args.threads),
-            "DEFECTLENS_DEPLOYMENT_POLL_S": "0",
-        }
-        env.pop("DEFECTLENS_DATABASE_URL", None)
+        settings: dict[str, str] = {}
         if args.spin is not None:
-            env["DEFECTLENS_ONNX_SPINNING"] = str(args.spin).lower()
+            settings["DEFECTLENS_ONNX_SPINNING"] = str(args.spin).lower()
         if args.split is not None:
-            env["DEFECTLENS_ONNX_SPLIT_OVERLAPPING"] = str(args.split).lower()
-        server, port, key = start_service(model, env, "load-test")
+            settings["DEFECTLENS_ONNX_SPLIT_OVERLAPPING"] = str(args.split).lower()
+        server, port, key = start_service(model, home, args.threads, settings, "load-test")
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, server, deadline)
@@ -699,10 +693,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_service(
-    model: Path, env: dict[str, str], key_name: str
+    model: Path, home: Path, threads: int, settings: dict[str, str], key_name: str
 ) -> tuple[subprocess.Popen[str], int, str]:
-    """`defectlens serve` on a free loopback port of the workspace in `env`, with `model`
-    promoted to the station: (the process, its port, a new `line` key). Not yet ready."""
+    """`defectlens serve` on a free loopback port, on a SQLite workspace at `home` with
+    `threads` ONNX Runtime threads, no deployment polling and the `DEFECTLENS_*` `settings`,
+    with `model` promoted to the station: (the process, its port, a new `line` key). Not yet
+    ready."""
+    env = {
+        **os.environ,
+        "DEFECTLENS_HOME": str(home),
+        "DEFECTLENS_THREADS": str(threads),
+        "DEFECTLENS_DEPLOYMENT_POLL_S": "0",
+        **settings,
+    }
+    env.pop("DEFECTLENS_DATABASE_URL", None)
     cli = [str(BIN / "defectlens")]
     run([*cli, "models", "promote", str(model), "--station", STATION], env)
     key = run([*cli, "keys", "create", "--role", "line", "--name", key_name], env)

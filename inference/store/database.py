@@ -132,11 +132,6 @@ class Database:
             self._kept_writer = self.engine.raw_connection()
         return self._kept_writer
 
-    def _release_kept_writer(self) -> None:
-        kept, self._kept_writer = self._kept_writer, None
-        if kept is not None:
-            kept.close()
-
     def ping(self) -> bool:
         """Whether the database answers now (for readiness checks)."""
         try:
@@ -149,7 +144,9 @@ class Database:
 
     def close(self) -> None:
         with self._write_turn:
-            self._release_kept_writer()
+            kept, self._kept_writer = self._kept_writer, None
+            if kept is not None:
+                kept.close()
         self.engine.dispose()
 
     def __enter__(self) -> Database:
