@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import YamlConfigSettingsSource
+
+from defectlens.errors import InputError
 
 
 class Settings(BaseSettings):
@@ -20,6 +23,14 @@ class Settings(BaseSettings):
     """SQLAlchemy URL; default SQLite (WAL) in the workspace."""
     threads: int = 2
     """ONNX Runtime intra-op threads per model session."""
+
+    def __init__(self, **values: Any) -> None:
+        """Raises `InputError` naming each setting that is invalid, and where it is set."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = "; ".join(_problem(error) for error in exc.errors())
+            raise InputError(f"invalid settings: {problems}") from None
 
     @classmethod
     def settings_customise_sources(
@@ -43,6 +54,12 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'defectlens.db').resolve()}"
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    where = f"DEFECTLENS_{field.upper()} (or {field} in defectlens.yaml)"
+    return f"{where} = {error['input']!r}: {error['msg']}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -77,3 +77,18 @@ def test_help_lists_the_service_commands() -> None:
     )  # fmt: skip
     for command in ("serve", "models", "keys"):
         assert command in done.stdout
+
+
+def test_serve_names_each_invalid_setting_and_does_not_start(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    monkeypatch.setenv("DEFECTLENS_PORT", "eighty")
+    monkeypatch.setenv("DEFECTLENS_CPU_WAKE_LATENCY_US", "-3")
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the service started"))
+    status, _, err = run(capsys, "serve")
+    assert status == 2
+    assert "DEFECTLENS_PORT (or port in defectlens.yaml) = 'eighty'" in err
+    assert "DEFECTLENS_CPU_WAKE_LATENCY_US (or cpu_wake_latency_us in defectlens.yaml)" in err
+    assert "Traceback" not in err
