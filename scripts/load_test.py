@@ -18,6 +18,9 @@ minute.
     .venv/bin/python scripts/load_test.py --model MODEL_DIR      # a version folder
     .venv/bin/python scripts/load_test.py                        # trains a 256 px model first
 
+`--cpu-wake-latency-us 0` serves with `DEFECTLENS_CPU_WAKE_LATENCY_US=0`, and this process
+holds the same request for the whole run, so the raw model is timed on the same settings.
+
 The load generator shares the machine's cores with the service, as a line's PLC would not:
 the figures are a lower bound for the service. It prints the CPU each side used per part;
 httpx costs several times the bare client's CPU, taken from the service's cores.
