@@ -74,7 +74,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from defectlens.inference.api.app import create_app
     from defectlens.inference.api.settings import ServiceSettings
-    from defectlens.inference.cpu_latency import cpu_wake_latency
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -82,15 +81,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["port"] = args.port
     settings = ServiceSettings(**overrides)
-    with cpu_wake_latency(settings.cpu_wake_latency_us, "DEFECTLENS_CPU_WAKE_LATENCY_US"):
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            workers=1,
-            log_level="info",
-            access_log=False,  # /metrics counts requests; a log line per part is noise
-        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level="info",
+        access_log=False,  # /metrics counts requests; a log line per part is noise
+    )
     return EXIT_OK
 
 

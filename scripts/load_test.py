@@ -18,9 +18,6 @@ minute.
     .venv/bin/python scripts/load_test.py --model MODEL_DIR      # a version folder
     .venv/bin/python scripts/load_test.py                        # trains a 256 px model first
 
-`--cpu-wake-latency-us 0` serves with `DEFECTLENS_CPU_WAKE_LATENCY_US=0`, and this process
-holds the same request for the whole run, so the raw model is timed on the same settings.
-
 The load generator shares the machine's cores with the service, as a line's PLC would not:
 the figures are a lower bound for the service. It prints the CPU each side used per part;
 httpx costs several times the bare client's CPU, taken from the service's cores.
@@ -51,8 +48,6 @@ import numpy as np
 
 from defectlens.datasets.images import decode_image
 from defectlens.datasets.synthetic import DEFECT_KINDS, generate_dataset, make_part
-from defectlens.errors import InputError
-from defectlens.inference.cpu_latency import cpu_wake_latency
 from defectlens.inference.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,26 +114,9 @@ def main() -> int:
         default=None,
         help="the service's DEFECTLENS_ONNX_SPLIT_OVERLAPPING (default: the service's default)",
     )
-    parser.add_argument(
-        "--cpu-wake-latency-us",
-        type=int,
-        default=None,
-        metavar="US",
-        help="the service's DEFECTLENS_CPU_WAKE_LATENCY_US, held by this process too while it "
-        "measures, so the raw model runs on the same machine settings (default: neither)",
-    )
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
-    try:
-        with cpu_wake_latency(args.cpu_wake_latency_us, "--cpu-wake-latency-us"):
-            return measure(args, deadline)
-    except InputError as exc:
-        print(f"load_test: error: {exc}", file=sys.stderr)
-        return 2
 
-
-def measure(args: argparse.Namespace, deadline: float) -> int:
-    """Every level and round of the run, and the report; 1 if any request failed."""
     with tempfile.TemporaryDirectory(prefix="defectlens-load-") as tmp:
         home = Path(tmp) / "home"
         model = args.model or train_model(Path(tmp))
@@ -148,10 +126,8 @@ def measure(args: argparse.Namespace, deadline: float) -> int:
         print(f"model {engine.card.name} {engine.card.version}: {size} px, {args.threads} threads")
         spin = "service default" if args.spin is None else str(args.spin).lower()
         split = "service default" if args.split is None else str(args.split).lower()
-        wake = "service default" if args.cpu_wake_latency_us is None else args.cpu_wake_latency_us
         print(
-            f"service: DEFECTLENS_ONNX_SPINNING {spin}, DEFECTLENS_ONNX_SPLIT_OVERLAPPING {split}, "
-            f"DEFECTLENS_CPU_WAKE_LATENCY_US {wake}"
+            f"service: DEFECTLENS_ONNX_SPINNING {spin}, DEFECTLENS_ONNX_SPLIT_OVERLAPPING {split}"
         )
         print(
             f"raw model: Engine.run, one {args.threads}-thread session (and, for reference, split)"
@@ -173,8 +149,6 @@ def measure(args: argparse.Namespace, deadline: float) -> int:
             settings["DEFECTLENS_ONNX_SPINNING"] = str(args.spin).lower()
         if args.split is not None:
             settings["DEFECTLENS_ONNX_SPLIT_OVERLAPPING"] = str(args.split).lower()
-        if args.cpu_wake_latency_us is not None:
-            settings["DEFECTLENS_CPU_WAKE_LATENCY_US"] = str(args.cpu_wake_latency_us)
         server, port, key = start_service(model, home, args.threads, settings, "load-test")
         try:
             url = f"http://127.0.0.1:{port}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from defectlens.inference.cpu_latency import MAX_US
 from defectlens.settings import Settings
 
 
@@ -33,12 +32,6 @@ class ServiceSettings(Settings):
     flight together take a core each instead of contending for the same ones. About 10%
     more parts/s at 4 clients and 20% at 16 on 2 cores (the README's paired load-test
     rounds), for a second copy of each served model in memory."""
-    cpu_wake_latency_us: int | None = Field(default=None, ge=0, le=MAX_US)
-    """While `defectlens serve` runs, ask Linux to keep idle CPUs this quick to wake
-    (`/dev/cpu_dma_latency`); 0 keeps them polling, the lowest and steadiest latency for a
-    line that sends one part at a time. Costs power while the cores are idle and needs write
-    access to the device (root); the service refuses to start if it cannot have it. None
-    leaves the CPUs' power management alone."""
     max_concurrent_inspections: int = Field(default=4, ge=1)
     """Inspections running at once; more requests wait their turn (within the timeout).
     A few in parallel keep the cores busy; many would only slow each other down."""

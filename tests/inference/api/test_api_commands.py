@@ -85,10 +85,10 @@ def test_serve_names_each_invalid_setting_and_does_not_start(
     import uvicorn
 
     monkeypatch.setenv("DEFECTLENS_PORT", "eighty")
-    monkeypatch.setenv("DEFECTLENS_CPU_WAKE_LATENCY_US", "-3")
+    monkeypatch.setenv("DEFECTLENS_REQUEST_TIMEOUT_S", "-3")
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the service started"))
     status, _, err = run(capsys, "serve")
     assert status == 2
     assert "DEFECTLENS_PORT (or port in defectlens.yaml) = 'eighty'" in err
-    assert "DEFECTLENS_CPU_WAKE_LATENCY_US (or cpu_wake_latency_us in defectlens.yaml)" in err
+    assert "DEFECTLENS_REQUEST_TIMEOUT_S (or request_timeout_s in defectlens.yaml) = '-3'" in err
     assert "Traceback" not in err
