@@ -2,14 +2,15 @@
 
 Layout: `<home>/images/YYYY/MM/DD/<result_id>.<ext>` (the bytes the line sent, unchanged)
 and `<result_id>_heatmap.png` beside it. Files are written to a temporary name and renamed,
-so a reader never sees half an image, and synced to the disk with their folder before the
-result naming them is stored.
+so a reader never sees half an image, and synced to the disk with their folders
+(`sync_folders`) before the result naming them is stored.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -63,11 +64,13 @@ def find_image(images_dir: Path, result_id: str, received_at: datetime) -> Path 
     return None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename, and
-    make it last: the file's bytes reach the disk before the rename, and its folder (with
-    any folder made for it) after, so that a result stored next never names an image that
-    a power cut has lost or left empty."""
+def write_atomically(path: Path, data: bytes) -> list[Path]:
+    """Write `data` to `path` through a temporary file in the same folder and a rename. The
+    file's bytes reach the disk before the rename; the new entries do once the returned
+    folders (the file's, and the parent of each folder made for it) are passed to
+    `sync_folders`, which the caller does once for all the files it writes, before it stores
+    a result naming them: a power cut then never leaves a result whose image is lost or
+    empty."""
     made = _make_folders(path.parent)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -82,8 +85,17 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    for folder in (path.parent, *(folder.parent for folder in made)):
-        _sync_folder(folder)
+    return [path.parent, *(folder.parent for folder in made)]
+
+
+def sync_folders(folders: Iterable[Path]) -> None:
+    """Make the entries of each folder (new or renamed files) last, each folder once."""
+    for folder in dict.fromkeys(folders):
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 def _make_folders(folder: Path) -> list[Path]:
@@ -95,15 +107,6 @@ def _make_folders(folder: Path) -> list[Path]:
     for made in reversed(missing):
         made.mkdir(exist_ok=True)
     return missing
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the entries of `folder` (a new or renamed file) last."""
-    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def encode_png(bgr: np.ndarray) -> bytes:

@@ -29,6 +29,7 @@ from defectlens.inference.api.images import (
     image_path,
     image_suffix,
     keep_image,
+    sync_folders,
     write_atomically,
 )
 from defectlens.inference.api.state import ServiceState
@@ -179,12 +180,14 @@ def _inspect(
     images: list[StoredImage] = []
     try:
         if keep:
+            folders: list[Path] = []
             path = image_path(settings.images_dir, result_id, received_at, image_suffix(data))
-            _write(path, data, "image", settings.images_dir, written, images)
+            folders += _write(path, data, "image", settings.images_dir, written, images)
             if overlay:
                 png = encode_png(render_overlay(decoded, prediction))
                 path = image_path(settings.images_dir, result_id, received_at, HEATMAP_SUFFIX)
-                _write(path, png, "heatmap", settings.images_dir, written, images)
+                folders += _write(path, png, "heatmap", settings.images_dir, written, images)
+            sync_folders(folders)
         result = InspectionResult(
             result_id=result_id,
             verdict=prediction.verdict,
@@ -278,7 +281,9 @@ def _write(
     images_dir: Path,
     written: list[Path],
     images: list[StoredImage],
-) -> None:
-    write_atomically(path, data)
+) -> list[Path]:
+    """Write one kept file and list it; the folders to sync before the result is stored."""
+    folders = write_atomically(path, data)
     written.append(path)
     images.append(StoredImage(kind, path.relative_to(images_dir).as_posix(), len(data)))
+    return folders

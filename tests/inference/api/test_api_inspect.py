@@ -137,9 +137,10 @@ def test_kept_images_reach_the_disk_before_their_result_is_stored(
     files = [Path(path).name for kind, path in events if kind == "file"]
     for name in (f"{result['result_id']}.png", f"{result['result_id']}_heatmap.png"):
         assert any(synced.startswith(f".{name}.") for synced in files), f"{name} not synced"
-    folders = {Path(path) for kind, path in events if kind == "folder"}
+    folders = [Path(path) for kind, path in events if kind == "folder"]
     day = service.image_files()[0].parent
-    assert {day, day.parent, day.parent.parent, service.settings.images_dir} <= folders
+    assert {day, day.parent, day.parent.parent, service.settings.images_dir} <= set(folders)
+    assert len(folders) == len(set(folders)), "a folder was synced twice for one part"
 
 
 def test_ok_parts_are_kept_only_as_a_sample(
