@@ -16,7 +16,8 @@ from defectlens.inference.store.records import (
     Station,
     StoredImage,
 )
-from defectlens.inference.store.service import MAX_PAGE, ResultExists, Store
+from defectlens.inference.store.results import MAX_PAGE, ResultExists
+from defectlens.inference.store.store import Store
 from defectlens.inference.store.tables import ROLES
 
 __all__ = [

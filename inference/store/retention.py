@@ -24,6 +24,24 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
+class RetentionStore:
+    """Deleting retained images by age and disk budget."""
+
+    db: Database
+
+    def apply_retention(
+        self,
+        images_dir: str | Path,
+        max_age_days: float | None,
+        max_bytes: int | None,
+        now: datetime | None = None,
+    ) -> dict[str, int]:
+        """Delete retained images older than `max_age_days`, then the oldest ones until all
+        images fit `max_bytes`; never an image whose result is labeled. Returns
+        `{"deleted": files, "freed_bytes": bytes}`."""
+        return apply_retention(self.db, Path(images_dir), max_age_days, max_bytes, now)
+
+
 def apply_retention(
     db: Database,
     images_dir: Path,

@@ -14,7 +14,7 @@ from store_factories import DEFECTS, T0, make_result
 
 from defectlens.errors import InputError
 from defectlens.inference.store import Database, ResultExists, Store, StoredImage, open_database
-from defectlens.inference.store.service import _result_rows
+from defectlens.inference.store.results import result_rows
 from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
 from defectlens.result import InspectionResult
 
@@ -142,8 +142,8 @@ def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) 
     # insert_rows is the per-part write on the driver itself: a failure in a later table
     # (here a defect of a result that does not exist) must undo the rows before it, and come
     # out as SQLAlchemy's error, as on every other write path.
-    parent = _result_rows(make_result(5), (), ())[0]
-    orphan = _result_rows(make_result(7, verdict="NG", defects=DEFECTS), (), ())[1]
+    parent = result_rows(make_result(5), (), ())[0]
+    orphan = result_rows(make_result(7, verdict="NG", defects=DEFECTS), (), ())[1]
     with pytest.raises(IntegrityError):
         db.insert_rows([parent, orphan])
     assert counts(db)["results"] == 0
@@ -215,7 +215,7 @@ def test_insert_rows_refuses_a_skipped_default_or_an_unknown_column(db: Database
     # SQLAlchemy fills such columns (images.labeled, images.created_at) when it executes;
     # the driver would not, so the insert names them or is refused, and writes nothing.
     result = make_result(6)
-    parent, _, (images, [image]), _ = _result_rows(result, [("image", "a.png", 1)], ())
+    parent, _, (images, [image]), _ = result_rows(result, [("image", "a.png", 1)], ())
     skipped = {k: v for k, v in image.items() if k not in ("created_at", "labeled")}
     with pytest.raises(ValueError, match=r"created_at.*labeled"):
         db.insert_rows([parent, (images, [skipped])])

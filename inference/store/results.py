@@ -1,0 +1,276 @@
+"""Inspection results: a part's result with its defects, image rows and outbox rows, written
+in one transaction; traceability queries and verdict counts, done by the database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy.exc import IntegrityError
+
+from defectlens.errors import InputError
+from defectlens.inference.store.checks import check_values
+from defectlens.inference.store.database import Database
+from defectlens.inference.store.records import StoredImage
+from defectlens.inference.store.tables import (
+    IMAGE_KINDS,
+    VERDICTS,
+    Base,
+    ImageRow,
+    OutboxRow,
+    ResultDefectRow,
+    ResultRow,
+    utc_now,
+)
+from defectlens.prediction import Defect, ModelRef, Timings
+from defectlens.result import InspectionResult
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+"""The most results one `list_results` call returns."""
+
+_RESULTS = Base.metadata.tables[ResultRow.__tablename__]
+_DEFECTS = Base.metadata.tables[ResultDefectRow.__tablename__]
+_IMAGES = Base.metadata.tables[ImageRow.__tablename__]
+_OUTBOX = Base.metadata.tables[OutboxRow.__tablename__]
+
+
+class ResultExists(InputError):
+    """A result with this id is already stored (a retried request); nothing was written."""
+
+
+class ResultStore:
+    """Saving and reading inspection results."""
+
+    db: Database
+
+    def save_result(
+        self,
+        result: InspectionResult,
+        images: Iterable[StoredImage | tuple[str, str | Path, int]] = (),
+        sinks: Iterable[str] = (),
+    ) -> None:
+        """Store a result with its defects, image rows and one outbox row per sink, atomically.
+
+        Raises `ResultExists` if the result id is taken, `InputError` for a field the database
+        cannot hold; in either case nothing is written.
+        """
+        rows = result_rows(result, images, sinks)
+        try:
+            # The parent first (its children reference it), each child table in one
+            # executemany, on the driver: this is the per-part path (`Database.insert_rows`).
+            self.db.insert_rows(rows)
+        except IntegrityError as error:
+            if self.get_result(result.result_id) is not None:
+                raise ResultExists(
+                    f"result {result.result_id} is already stored; nothing was written"
+                ) from error
+            raise
+        log.debug(
+            "stored result",
+            extra={
+                "result_id": result.result_id,
+                "station": result.station,
+                "serial": result.serial,
+            },
+        )
+
+    def get_result(self, result_id: str) -> InspectionResult | None:
+        with self.db.read() as session:
+            row = session.get(ResultRow, result_id)
+            return None if row is None else _inspection_result(row)
+
+    def list_results(
+        self,
+        station: str | None = None,
+        line: str | None = None,
+        serial: str | None = None,
+        verdict: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[InspectionResult], str | None]:
+        """Results newest first, filtered; `since` inclusive, `until` exclusive (received time).
+
+        Returns a page and the cursor for the next one (None on the last page): pass it back
+        as `cursor` with the same filters.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InputError(f"limit {limit}: must be between 1 and {MAX_PAGE}")
+        if verdict is not None and verdict not in VERDICTS:
+            raise InputError(f"verdict {verdict!r}: expected one of {', '.join(VERDICTS)}")
+        query = select(ResultRow).order_by(ResultRow.result_id.desc()).limit(limit + 1)
+        for column, value in (
+            (ResultRow.station, station),
+            (ResultRow.line, line),
+            (ResultRow.serial, serial),
+            (ResultRow.verdict, verdict),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        query = query.where(*_received_between(since, until))
+        if cursor is not None:
+            if not cursor or len(cursor) > 64:
+                raise InputError(f"cursor {cursor!r} is not one this service handed out")
+            query = query.where(ResultRow.result_id < cursor)
+        with self.db.read() as session:
+            rows = list(session.scalars(query))
+            page = [_inspection_result(row) for row in rows[:limit]]
+        next_cursor = page[-1].result_id if len(rows) > limit else None
+        return page, next_cursor
+
+    def verdict_counts(
+        self,
+        station: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, int]:
+        """Parts inspected by verdict (`OK`, `NG`) and in all (`total`), counted by the database."""
+        query = (
+            select(ResultRow.verdict, func.count())
+            .where(*_received_between(since, until))
+            .group_by(ResultRow.verdict)
+        )
+        if station is not None:
+            query = query.where(ResultRow.station == station)
+        counts = dict.fromkeys(VERDICTS, 0)
+        with self.db.read() as session:
+            for verdict, count in session.execute(query):
+                counts[verdict] = int(count)
+        return {**counts, "total": sum(counts.values())}
+
+
+def result_rows(
+    result: InspectionResult,
+    images: Iterable[StoredImage | tuple[str, str | Path, int]],
+    sinks: Iterable[str],
+) -> list[tuple[Table, list[dict[str, Any]]]]:
+    """The rows `save_result` inserts, table by table in insertion order, each checked."""
+    result_id = result.result_id
+    defects = []
+    for defect in result.defects:
+        x0, y0, x1, y1 = defect.box
+        defects.append(
+            {
+                "result_id": result_id,
+                "class": defect.class_,
+                "score": defect.score,
+                "x0": x0,
+                "y0": y0,
+                "x1": x1,
+                "y1": y1,
+                "area_px": defect.area_px,
+            }
+        )
+    image_rows = []
+    for kind, path, size in images:
+        if kind not in IMAGE_KINDS:
+            raise InputError(f"image kind {kind!r}: expected one of {', '.join(IMAGE_KINDS)}")
+        if size < 0:
+            raise InputError(f"image {path}: size {size} bytes is negative")
+        image_rows.append(
+            {
+                "result_id": result_id,
+                "kind": kind,
+                "path": str(path),
+                "bytes": size,
+                "created_at": result.received_at,
+                "labeled": False,
+            }
+        )
+    outbox = []
+    sink_names = list(dict.fromkeys(sinks))
+    if sink_names:
+        payload = result.model_dump(mode="json", by_alias=True)
+        now = utc_now()
+        outbox = [
+            {
+                "result_id": result_id,
+                "sink": sink,
+                "payload": payload,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+            }
+            for sink in sink_names
+        ]
+    rows: list[tuple[Table, list[dict[str, Any]]]] = [
+        (_RESULTS, [_result_values(result)]),
+        (_DEFECTS, defects),
+        (_IMAGES, image_rows),
+        (_OUTBOX, outbox),
+    ]
+    for table, values in rows:
+        for row in values:
+            check_values(table, row)
+    return rows
+
+
+def _result_values(result: InspectionResult) -> dict[str, Any]:
+    return {
+        "result_id": result.result_id,
+        "verdict": result.verdict,
+        "score": result.score,
+        "threshold": result.threshold,
+        "station": result.station,
+        "line": result.line,
+        "product": result.product,
+        "serial": result.serial,
+        "camera": result.camera,
+        "captured_at": result.captured_at,
+        "received_at": result.received_at,
+        "model_name": result.model.name,
+        "model_version": result.model.version,
+        "timings_ms": result.timings_ms.model_dump(),
+        "image_url": result.image_url,
+        "heatmap_url": result.heatmap_url,
+    }
+
+
+def _inspection_result(row: ResultRow) -> InspectionResult:
+    return InspectionResult(
+        result_id=row.result_id,
+        verdict=row.verdict,  # type: ignore[arg-type]  # the CHECK constraint keeps it OK/NG
+        score=row.score,
+        threshold=row.threshold,
+        defects=[
+            Defect.model_validate(
+                {
+                    "class": d.class_,
+                    "score": d.score,
+                    "box": (d.x0, d.y0, d.x1, d.y1),
+                    "area_px": d.area_px,
+                }
+            )
+            for d in row.defects
+        ],
+        timings_ms=Timings.model_validate(row.timings_ms),
+        model=ModelRef(name=row.model_name, version=row.model_version),
+        station=row.station,
+        line=row.line,
+        product=row.product,
+        serial=row.serial,
+        camera=row.camera,
+        captured_at=row.captured_at,
+        received_at=row.received_at,
+        image_url=row.image_url,
+        heatmap_url=row.heatmap_url,
+    )
+
+
+def _received_between(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    """Conditions on the received time: `since` inclusive, `until` exclusive."""
+    if since is not None and until is not None and since >= until:
+        raise InputError(f"time range: since {since.isoformat()} is not before until")
+    conditions = []
+    if since is not None:
+        conditions.append(ResultRow.received_at >= since)
+    if until is not None:
+        conditions.append(ResultRow.received_at < until)
+    return conditions

@@ -1,0 +1,24 @@
+"""`Store`: every operation of the result store on one database, one module per concern.
+
+Each operation is one transaction, all or nothing. Callers get `InspectionResult`s and the
+frozen records of `records.py`, never ORM rows.
+"""
+
+from __future__ import annotations
+
+from defectlens.inference.store.audit import AuditStore
+from defectlens.inference.store.database import Database
+from defectlens.inference.store.deployments import DeploymentStore
+from defectlens.inference.store.keys import KeyStore
+from defectlens.inference.store.labels import LabelStore
+from defectlens.inference.store.results import ResultStore
+from defectlens.inference.store.retention import RetentionStore
+
+
+class Store(ResultStore, DeploymentStore, KeyStore, LabelStore, AuditStore, RetentionStore):
+    """The result store's operations on one `Database`: results (`results.py`), stations,
+    model versions and deployments (`deployments.py`), API keys (`keys.py`), labels
+    (`labels.py`), the audit log (`audit.py`) and image retention (`retention.py`)."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
