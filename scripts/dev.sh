@@ -11,6 +11,19 @@ PY=$VENV/bin/python
 
 log() { printf '\n== %s\n' "$*"; }
 
+pip_install() {
+  # pip and setuptools print pages of packaging warnings even when all goes well: keep their
+  # output in a log and show it only if pip fails, then stop with pip's exit status.
+  local pip_log=$ROOT/build/pip.log status=0
+  mkdir -p "$ROOT/build"
+  "$PY" -m pip install "$@" >"$pip_log" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    cat "$pip_log" >&2
+    echo "error: pip install $* failed (exit status $status); output above, kept in $pip_log" >&2
+    exit "$status"
+  fi
+}
+
 check_disk() {
   # PyTorch's x86_64 build with its CUDA libraries takes about 6 GB in the venv: say so
   # before pip fails half-way with "No space left on device".
@@ -36,16 +49,16 @@ setup_python() {
   if [ ! -x "$PY" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"
-    "$PY" -m pip install -q --upgrade pip
+    pip_install -q --upgrade pip
   fi
   # torch is pinned: pip takes 2.14.1 from this machine's disk; other releases pull gigabytes.
   if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
     check_disk "$VENV" 8
     log "installing PyTorch 2.14.1 / torchvision 0.29.1"
-    "$PY" -m pip install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
+    pip_install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
   fi
   log "installing defectlens (editable) with training and development extras"
-  "$PY" -m pip install -q -e ".[train,dev]" 2>&1 | grep -v -E '^\s*(!!|\*+|$)' || true
+  pip_install -q -e ".[train,dev]"
   "$PY" -c "import defectlens.train, defectlens.inference" # fail here, not in the tests
 }
 
