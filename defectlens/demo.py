@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from defectlens.settings import load_settings
 
 if TYPE_CHECKING:
-    from defectlens.inference.api.settings import ServiceSettings
+    from defectlens.inference.service import ServiceSettings
 
 STATION = "demo-line-1"
 LINE = "demo-line"
@@ -82,18 +82,18 @@ def inspect_through_service(home: Path, version: Path, samples: list[Path]) -> N
     and latency percentiles, and stop the service."""
     import httpx
 
-    from defectlens.inference.api.deployments import register_model_dir
-    from defectlens.inference.api.settings import ServiceSettings
+    from defectlens.inference.service import ServiceSettings
+    from defectlens.inference.service.deployments import deploy_model_dir
     from defectlens.inference.store import Store, open_database
 
     settings = ServiceSettings(home=home, host="127.0.0.1", port=_free_port())
     store = Store(open_database(settings.resolved_database_url))
     try:
         store.ensure_station(STATION, line=LINE, description="defectlens demo")
-        registered = register_model_dir(store, version)
-        store.promote(STATION, registered.id, actor="demo")
+        deployed = deploy_model_dir(store, settings.models_dir, version, STATION, "demo")
+        model = deployed.model_version
         _key_id, key = store.create_key("line", f"{STATION}-demo", actor="demo")
-        print(f"    promoted {registered.name} {registered.version}; created a line key")
+        print(f"    promoted {model.name} {model.version}; created a line key")
 
         verdicts = {"OK": 0, "NG": 0}
         correct = 0

@@ -7,11 +7,9 @@ channel order to the graph.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import onnxruntime as ort
 from defectlens.datasets.images import decode_image, map_to_original, to_model_input
 from defectlens.errors import InputError, ModelError
 from defectlens.inference.postprocess import defects_from_map
-from defectlens.modelcard import ModelCard, file_sha256
+from defectlens.modelcard import ModelCard
 from defectlens.prediction import ModelRef, Prediction, Timings, Verdict
 
 log = logging.getLogger(__name__)
@@ -43,18 +41,20 @@ class Engine:
         threads: int = 2,
         warmup: bool = True,
         spin: bool = True,
-        split_overlapping: bool = False,
+        single_thread_session: bool = False,
     ) -> None:
         """`spin`: ONNX Runtime's intra-op threads busy-wait between the operators of a run
         (the lowest latency) and go to sleep when the run ends, leaving the cores to the
         rest of the process, e.g. the service's HTTP and store work; False makes them sleep
         between operators too.
 
-        `split_overlapping`: a run that starts while another is in flight, or while another
-        part is being inspected (`inspecting`), goes to a second, single-threaded session of
-        the model. A part inspected alone still gets all `threads`; parts in flight together
-        take a core each instead of contending for the same ones, which costs less CPU per
-        part (no hand-offs between threads, no spinning)."""
+        `single_thread_session`: also load a second, single-threaded session of the model,
+        for `predict(..., single_thread=True)`. The caller decides which a part gets: the
+        service gives it to parts inspected while others are, so parts in flight together
+        take a core each instead of contending for the same ones.
+
+        Raises `ModelError` for a folder that is missing, altered (the sha256 of the bytes
+        loaded does not match model.json) or that ONNX Runtime cannot load or run."""
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelError(f"{self.model_dir}: model version folder not found")
@@ -63,34 +63,41 @@ class Engine:
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path}: missing; a model version needs model.onnx")
         data = onnx_path.read_bytes()
-        if file_sha256(onnx_path) != self.card.sha256:
+        if hashlib.sha256(data).hexdigest() != self.card.sha256:
             raise ModelError(
                 f"{onnx_path}: sha256 does not match model.json; the file was changed or "
                 "replaced after training. Use the version folder as training wrote it."
             )
         if self.card.family != "anomaly":
             raise ModelError(f"{self.model_dir}: model family {self.card.family!r} not served yet")
-        self.session = _session(data, threads, spin)
-        split = split_overlapping and threads > 1
-        self._overlap_session = _session(data, 1, spin=False) if split else self.session
-        self._in_flight = 0
-        self._parts = 0
-        self._count = threading.Lock()
-        expected = {output.name for output in self.card.outputs}
-        present = {output.name for output in self.session.get_outputs()}
-        if not expected <= present:
-            raise ModelError(
-                f"{onnx_path}: outputs {sorted(present)} lack {sorted(expected - present)} "
-                "named in model.json"
-            )
         self.threads = threads
         self.spin = spin
-        self.split_overlapping = split
-        if warmup:
-            spec = self.card.input
-            blank = np.zeros((1, spec.height, spec.width, spec.channels), np.uint8)
-            for session in {self.session, self._overlap_session}:
-                session.run(["score", "anomaly_map"], {"image": blank})
+        try:
+            self.session = _session(data, threads, spin)
+            self.single_thread_session = single_thread_session and threads > 1
+            """Whether a second, single-threaded session was loaded (with `threads` > 1)."""
+            self._single = _session(data, 1, spin=False) if self.single_thread_session else None
+            expected = {output.name for output in self.card.outputs}
+            present = {output.name for output in self.session.get_outputs()}
+            if not expected <= present:
+                raise ModelError(
+                    f"{onnx_path}: outputs {sorted(present)} lack {sorted(expected - present)} "
+                    "named in model.json"
+                )
+            if warmup:
+                spec = self.card.input
+                blank = np.zeros((1, spec.height, spec.width, spec.channels), np.uint8)
+                for session in (self.session, self._single):
+                    if session is not None:
+                        session.run(["score", "anomaly_map"], {"image": blank})
+        except ModelError:
+            raise
+        except Exception as error:  # ONNX Runtime's own errors: a bad graph, an unknown opset
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ModelError(
+                f"{onnx_path}: ONNX Runtime cannot load or run it ({first_line[:300]}); "
+                "export it again with this version of defectlens"
+            ) from None
 
     @property
     def ref(self) -> ModelRef:
@@ -100,31 +107,13 @@ class Engine:
         """A decoded image (HxW or HxWx3 RGB uint8) as the model's HxWxC input."""
         return to_model_input(image, self.card.input)
 
-    @contextmanager
-    def inspecting(self) -> Iterator[None]:
-        """Count one part in progress for the block (the service: from its decode to its
-        stored result). While another part is in progress, a run takes the single-threaded
-        session even if no other run is in flight at that moment: under load the parts'
-        other steps fill the cores between runs, and a 2-thread run then only contends."""
-        with self._count:
-            self._parts += 1
-        try:
-            yield
-        finally:
-            with self._count:
-                self._parts -= 1
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw graph call on a uint8 NHWC batch: (score [N], anomaly_map [N, H, W])."""
-        with self._count:
-            self._in_flight += 1
-            alone = self._in_flight == 1 and self._parts <= 1
-            session = self.session if alone else self._overlap_session
-        try:
-            score, anomaly_map = session.run(["score", "anomaly_map"], {"image": batch})
-        finally:
-            with self._count:
-                self._in_flight -= 1
+    def run(
+        self, batch: np.ndarray, single_thread: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw graph call on a uint8 NHWC batch: (score [N], anomaly_map [N, H, W]).
+        `single_thread` runs it on the single-threaded session, where one was loaded."""
+        session = self._single if single_thread and self._single is not None else self.session
+        score, anomaly_map = session.run(["score", "anomaly_map"], {"image": batch})
         return np.asarray(score), np.asarray(anomaly_map)
 
     def predict(
@@ -134,8 +123,10 @@ class Engine:
         source: str = "image",
         with_map: bool = True,
         max_pixels: int | None = None,
+        single_thread: bool = False,
     ) -> Prediction:
-        """Inspect one part. `image` is encoded bytes (JPG/PNG/BMP/TIFF) or a decoded array."""
+        """Inspect one part. `image` is encoded bytes (JPG/PNG/BMP/TIFF) or a decoded array;
+        `single_thread` as in `run`."""
         start = time.perf_counter()
         if isinstance(image, bytes | bytearray | memoryview):
             decoded = decode_image(bytes(image), source, max_pixels=max_pixels)
@@ -148,7 +139,7 @@ class Engine:
         batch = self.prepare(decoded)[np.newaxis]
         preprocess_ms = _ms(step)
         step = time.perf_counter()
-        score, model_map = self.run(batch)
+        score, model_map = self.run(batch, single_thread)
         model_ms = _ms(step)
         step = time.perf_counter()
         prediction = self._anomaly_prediction(

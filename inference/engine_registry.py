@@ -44,12 +44,12 @@ class EngineRegistry:
         threads: int = 2,
         loader: EngineLoader | None = None,
         spin: bool = True,
-        split_overlapping: bool = False,
+        single_thread_session: bool = False,
     ) -> None:
         self.threads = threads
         self._loader: EngineLoader = loader or (
             lambda path: Engine(
-                path, threads=threads, spin=spin, split_overlapping=split_overlapping
+                path, threads=threads, spin=spin, single_thread_session=single_thread_session
             )
         )
         self._by_station: dict[str, Engine] = {}

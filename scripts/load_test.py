@@ -140,9 +140,11 @@ def main() -> int:
         raw_before = raw_model(engine, batches, args.requests, parallel=4)
         # For reference: the raw model as the service runs it by default, overlapping runs
         # on a second, single-threaded session.
-        split_engine = Engine(model, threads=args.threads, split_overlapping=True)
+        split_engine = Engine(model, threads=args.threads, single_thread_session=True)
         split_batches = model_batches(split_engine, images)
-        split_before = raw_throughput(split_engine, split_batches, args.requests, parallel=4)[0]
+        split_before = raw_throughput(
+            split_engine, split_batches, args.requests, parallel=4, split=True
+        )[0]
 
         settings: dict[str, str] = {}
         if args.spin is not None:
@@ -166,7 +168,9 @@ def main() -> int:
         finally:
             stop(server)
         raw_after = raw_model(engine, batches, args.requests, parallel=4)
-        split_after = raw_throughput(split_engine, split_batches, args.requests, parallel=4)[0]
+        split_after = raw_throughput(
+            split_engine, split_batches, args.requests, parallel=4, split=True
+        )[0]
 
     print_report(results, raw_before, raw_after, args.threads, max(split_before, split_after))
     print_rounds(rounds, args.round_requests, args.pair_chunk, paired.floor_ms)
@@ -558,12 +562,13 @@ def raw_calls(engine: Engine, batches: list[np.ndarray], runs: int, first: int =
 
 
 def raw_throughput(
-    engine: Engine, batches: list[np.ndarray], runs: int, parallel: int
+    engine: Engine, batches: list[np.ndarray], runs: int, parallel: int, split: bool = False
 ) -> tuple[float, float]:
-    """(runs/s, CPU ms per run) of `Engine.run` from `parallel` callers at once."""
+    """(runs/s, CPU ms per run) of `Engine.run` from `parallel` callers at once; `split`: on
+    the single-threaded session, as the service runs parts that overlap."""
 
     def work(index: int) -> None:
-        engine.run(batches[index % len(batches)])
+        engine.run(batches[index % len(batches)], single_thread=split)
 
     start, used = time.perf_counter(), cpu()
     with ThreadPoolExecutor(parallel) as pool:

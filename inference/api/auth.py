@@ -36,6 +36,11 @@ class Caller:
     name: str
     """The key's name (or `auth-disabled`), recorded as the actor in the audit log."""
     key_id: int | None = None
+    stations: tuple[str, ...] | None = None
+    """The stations the key is limited to; None: every station."""
+
+    def may_use_station(self, station: str) -> bool:
+        return self.stations is None or station in self.stations
 
 
 AUTH_DISABLED_CALLER = Caller(role="admin", name="auth-disabled")

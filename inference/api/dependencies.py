@@ -1,9 +1,11 @@
-"""FastAPI dependencies: the caller's role, checked against the roles a route allows."""
+"""FastAPI dependencies: the running service, and the caller's role checked against the roles
+a route allows."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -13,62 +15,71 @@ from defectlens.inference.api.auth import (
     ADMIN,
     AUTH_DISABLED_CALLER,
     DEPLOY,
+    INSPECT,
     READ,
+    ROLES,
     Caller,
     Role,
     allowed,
     key_from_headers,
 )
 from defectlens.inference.api.errors import Forbidden, Unauthenticated
-from defectlens.inference.api.state import ServiceState, get_state, service_state
+from defectlens.inference.api.state import get_service, keys_of
+from defectlens.inference.service import InspectionService
+from defectlens.inference.store import Store
+
+log = logging.getLogger(__name__)
 
 # auto_error=False: the 401 and its message are ours, and either header may carry the key.
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key from `defectlens keys create`."
 )
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
-SECURITY: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
-"""The OpenAPI security of a route that checks the key itself (`authorize`), as FastAPI
-writes it for the routes that use `authenticate`: these two schemes, either one."""
 
 
 async def authenticate(
-    state: Annotated[ServiceState, Depends(get_state)],
+    request: Request,
+    service: Annotated[InspectionService, Depends(get_service)],
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Caller:
-    """The caller behind the request's key; 401 without a valid one."""
-    authorization = f"Bearer {bearer.credentials}" if bearer else None
-    return await caller_for_key(state, key_from_headers(api_key, authorization) or "")
-
-
-async def caller_for_key(state: ServiceState, key: str) -> Caller:
-    """The caller behind a presented key (stripped; empty if none); 401 without a valid one.
-
-    Async, so the per-part path pays no thread hop for it: a key verified in the last
-    `key_cache_s` seconds is answered from memory, others by the database in a worker thread.
-    """
-    if state.settings.auth_disabled:
+    """The caller behind the request's key; 401 without a valid one. A key verified in the
+    last `key_cache_s` seconds is answered from memory, others by the database in a worker
+    thread. Every refusal is logged and counted on /metrics."""
+    if service.settings.auth_disabled:
         return AUTH_DISABLED_CALLER
+    authorization = f"Bearer {bearer.credentials}" if bearer else None
+    key = key_from_headers(api_key, authorization)
     if not key:
+        service.metrics.auth_failures.labels("missing").inc()
         raise Unauthenticated(
             "no API key: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY' "
             "(an admin creates keys with `defectlens keys create --role ROLE`)"
         )
-    known, caller = state.keys.cached(key)
+    keys = keys_of(request)
+    known, caller = keys.cached(key)
     if not known:
-        caller = await run_in_threadpool(state.keys.caller, key)
+        caller = await run_in_threadpool(keys.caller, key)
     if caller is None:
-        raise Unauthenticated("the API key is not valid (unknown or revoked)")
+        service.metrics.auth_failures.labels("invalid").inc()
+        client = request.client.host if request.client else "?"
+        log.warning("refused an unknown, revoked or expired API key from %s", client)
+        raise Unauthenticated("the API key is not valid (unknown, revoked or expired)")
     return caller
 
 
-async def authorize(request: Request, roles: frozenset[Role], action: str) -> Caller:
-    """`require` without FastAPI's dependency resolution, for the per-part route: the key
-    from the request's headers, its caller, and 403 unless the role is in `roles`."""
-    headers = request.headers
-    key = key_from_headers(headers.get("x-api-key"), headers.get("authorization")) or ""
-    return check_role(await caller_for_key(service_state(request), key), roles, action)
+def verify_key(store: Store, key: str) -> Caller | None:
+    """The caller a presented key belongs to, from the store (None if unknown, revoked or
+    expired)."""
+    found = store.verify_api_key(key)
+    if found is None or found.role not in ROLES:  # the table's CHECK constraint rules it out
+        return None
+    return Caller(
+        role=cast(Role, found.role),
+        name=f"key:{found.id}",
+        key_id=found.id,
+        stations=found.stations,
+    )
 
 
 def check_role(caller: Caller, roles: frozenset[Role], action: str) -> Caller:
@@ -77,6 +88,13 @@ def check_role(caller: Caller, roles: frozenset[Role], action: str) -> Caller:
         permitted = ", ".join(sorted({*roles, "admin"}))
         raise Forbidden(f"role {caller.role!r} may not {action}; roles allowed: {permitted}")
     return caller
+
+
+def check_station(caller: Caller, station: str) -> None:
+    """403 unless the caller's key may act on `station`."""
+    if not caller.may_use_station(station):
+        scope = ", ".join(caller.stations or ())
+        raise Forbidden(f"this API key is limited to stations {scope}; not {station!r}")
 
 
 def require(roles: frozenset[Role], action: str) -> Callable[[Caller], Coroutine[Any, Any, Caller]]:
@@ -88,7 +106,8 @@ def require(roles: frozenset[Role], action: str) -> Callable[[Caller], Coroutine
     return check
 
 
+Inspector = Annotated[Caller, Depends(require(INSPECT, "inspect parts"))]
 Reader = Annotated[Caller, Depends(require(READ, "read results, stations and models"))]
 Deployer = Annotated[Caller, Depends(require(DEPLOY, "create stations or promote models"))]
 Administrator = Annotated[Caller, Depends(require(ADMIN, "manage the service"))]
-State = Annotated[ServiceState, Depends(get_state)]
+Service = Annotated[InspectionService, Depends(get_service)]

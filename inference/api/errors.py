@@ -1,7 +1,8 @@
 """HTTP errors: the defectlens exception family mapped to status codes, always `{"detail": str}`.
 
 Client mistakes are `InputError`s and become 4xx with the message as it was raised; a 5xx
-means a fault of the service or its machine, never of the request.
+means the service or its machine cannot serve now (503 with Retry-After when waiting helps,
+507 when its disk is full) or a fault, never a fault of the request.
 """
 
 from __future__ import annotations
@@ -15,30 +16,20 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from defectlens.errors import DefectLensError, InputError
+from defectlens.errors import (
+    Conflict,
+    DefectLensError,
+    InputError,
+    InspectionTimeout,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    Unavailable,
+    UnsupportedFormat,
+)
 from defectlens.inference.engine_registry import StationNotServed
 
 log = logging.getLogger(__name__)
-
-
-class NotFound(InputError):
-    """A station, result, model version or image that does not exist (404)."""
-
-
-class Conflict(InputError):
-    """The request is valid but the state does not allow it, e.g. nothing to roll back (409)."""
-
-
-class PayloadTooLarge(InputError):
-    """An upload over `max_upload_bytes` or an image over `max_pixels` (413)."""
-
-
-class UnsupportedMediaType(InputError):
-    """A body that is neither multipart, image/* nor application/octet-stream (415)."""
-
-
-class InspectionTimeout(DefectLensError):
-    """An inspection ran past `request_timeout_s` (504); nothing was stored."""
 
 
 class Unauthenticated(InputError):
@@ -46,7 +37,7 @@ class Unauthenticated(InputError):
 
 
 class Forbidden(InputError):
-    """A valid key whose role may not call the route (403)."""
+    """A valid key whose role, or station scope, may not call the route (403)."""
 
 
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -55,10 +46,12 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotFound, 404),
     (StationNotServed, 409),
     (Conflict, 409),
-    (PayloadTooLarge, 413),
-    (UnsupportedMediaType, 415),
+    (TooLarge, 413),
+    (UnsupportedFormat, 415),
     (InputError, 422),
+    (Unavailable, 503),
     (InspectionTimeout, 504),
+    (StorageFull, 507),
 )
 
 
@@ -91,7 +84,11 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        headers = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'} if status == 401 else {}
+        headers = {}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer, ApiKey header="X-API-Key"'
+        if isinstance(exc, Unavailable) and exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -107,11 +104,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database is down, unreachable or locked: the service is fine, and the
         # transaction (with any image it kept) was undone.
-        state = getattr(request.app.state, "service", None)
-        where = f" at {state.database.url}" if state is not None else ""
+        service = getattr(request.app.state, "service", None)
+        where = f" at {service.database.url}" if service is not None else ""
         reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
         first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
         log.error("%s %s: the result store failed: %s", request.method, request.url.path, exc)
+        if "disk is full" in first_line or "No space left" in first_line:
+            return JSONResponse(
+                {
+                    "detail": f"the result store{where} has no disk space left ({first_line}); "
+                    "nothing was written. Free disk space on the database's machine"
+                },
+                status_code=507,
+            )
         return JSONResponse(
             {
                 "detail": f"the result store{where} did not answer ({first_line}); nothing "

@@ -6,6 +6,7 @@ with the store and the MES payload.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from defectlens.prediction import ModelRef
 from defectlens.result import InspectionResult
 
-STATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-"""Letters, digits, `.`, `_`, `-`; 1 to 64 characters, starting with a letter or digit."""
+from defectlens.inference.service.deployments import DeployedVersion
+from defectlens.inference.service.inspection import STATION_ID_PATTERN
+from defectlens.inference.store import Deployment as DeploymentRecord
 
 
 class _Body(BaseModel):
@@ -36,7 +38,9 @@ class StationCreate(_Body):
 
 
 class Station(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    """A station as `deployments.station_states` describes it."""
+
+    model_config = ConfigDict(protected_namespaces=(), from_attributes=True)
 
     id: str
     line: str | None = None
@@ -62,6 +66,12 @@ class ModelVersion(BaseModel):
     stations: list[str] = Field(default_factory=list)
     """Stations on which this version is the active one."""
 
+    @classmethod
+    def of(cls, deployed: DeployedVersion) -> ModelVersion:
+        return cls.model_validate(
+            {**asdict(deployed.version), "stations": deployed.stations}
+        )
+
 
 class PromoteRequest(_Body):
     """Which model version to promote: a registered version's id, or a version folder on
@@ -85,6 +95,16 @@ class Deployment(BaseModel):
     promoted_at: datetime
     promoted_by: str
 
+    @classmethod
+    def of(cls, deployment: DeploymentRecord) -> Deployment:
+        version = DeployedVersion(deployment.model_version, [deployment.station_id])
+        return cls(
+            station=deployment.station_id,
+            model=ModelVersion.of(version),
+            promoted_at=deployment.promoted_at,
+            promoted_by=deployment.promoted_by,
+        )
+
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
@@ -104,5 +124,7 @@ class Readiness(BaseModel):
     database: str
     """`ok`, or why the database cannot be reached."""
     auth: Literal["enabled", "disabled"]
+    free_disk_bytes: int
+    """Free bytes on the disk that holds the retained images."""
     stations: list[StationReadiness]
     problems: list[str] = Field(default_factory=list)

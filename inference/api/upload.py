@@ -5,47 +5,29 @@ limit) and the part's metadata (form fields or query parameters), checked field 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from datetime import UTC, datetime
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from defectlens.errors import InputError
-from defectlens.inference.api.errors import PayloadTooLarge, UnsupportedMediaType
-from defectlens.inference.api.schemas import STATION_ID_PATTERN
+from defectlens.errors import InputError, TooLarge, UnsupportedFormat
+from defectlens.inference.service import PartMetadata
 
-METADATA_FIELDS = ("station", "line", "product", "serial", "camera", "captured_at")
+METADATA_FIELDS = tuple(PartMetadata.model_fields)
 FILE_FIELDS = ("file", "image")
 _MULTIPART_SLACK = 64 * 1024
 """Room for multipart boundaries and metadata fields on top of the image's byte limit."""
 
 
-class PartMetadata(BaseModel):
-    """Where and when a part was photographed; `station` picks the model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    station: str = Field(pattern=STATION_ID_PATTERN)
-    line: str | None = Field(default=None, max_length=64)
-    product: str | None = Field(default=None, max_length=128)
-    serial: str | None = Field(default=None, max_length=128)
-    camera: str | None = Field(default=None, max_length=64)
-    captured_at: datetime | None = None
-    """ISO 8601; a time without a zone is taken as UTC. Kept in UTC, as the store keeps it."""
-
-    @field_validator("captured_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def part_metadata(form: Mapping[str, str], query: Mapping[str, str]) -> PartMetadata:
-    """Metadata from form fields, else query parameters; an `InputError` naming the field."""
+def part_metadata(
+    form: Mapping[str, str], query: Mapping[str, str], idempotency_key: str | None = None
+) -> PartMetadata:
+    """Metadata from form fields, else query parameters (the `Idempotency-Key` header, when
+    given, is the part's idempotency key); an `InputError` naming the field."""
     values: dict[str, str] = {}
+    if idempotency_key is not None:
+        values["idempotency_key"] = idempotency_key
     for name in METADATA_FIELDS:
         value = form.get(name) or query.get(name)
         if value is not None and value.strip() != "":
@@ -105,7 +87,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, dict[str
         return await _parse_multipart(request, body, max_bytes)
     if media_type.startswith("image/") or media_type == "application/octet-stream":
         return await read_limited(request, max_bytes), {}
-    raise UnsupportedMediaType(
+    raise UnsupportedFormat(
         f"Content-Type {content_type or '(none)'!r} is not accepted: send the image as "
         "multipart/form-data (field 'file') or as the body with Content-Type image/* or "
         "application/octet-stream"
@@ -141,8 +123,8 @@ async def _parse_multipart(
     return image, fields
 
 
-def _too_large(size: int, limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
+def _too_large(size: int, limit: int) -> TooLarge:
+    return TooLarge(
         f"upload of {size} bytes is over the limit of {limit} bytes "
         "(DEFECTLENS_MAX_UPLOAD_BYTES); send a smaller image"
     )

@@ -1,8 +1,10 @@
-"""The ONNX Runtime engine under concurrent callers: parts that overlap share the cores on a
-second, single-threaded session and get the same answers."""
+"""The ONNX Runtime engine: its second, single-threaded session gives the same answers; a
+model it cannot load is a `ModelError`; the bytes loaded are the bytes hashed."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from defectlens.datasets.images import read_image
 from defectlens.datasets.layout import open_dataset
+from defectlens.errors import ModelError
 from defectlens.inference.engine import Engine
 
 
@@ -28,57 +31,67 @@ class CountingSession:
         return self.session.run(*args, **kwargs)
 
 
-def test_overlapping_runs_go_to_the_single_thread_session_with_the_same_answers(
+def test_single_thread_runs_take_the_second_session_with_the_same_answers(
     trained_model: Path, synthetic_data: Path
 ) -> None:
+    # The caller (the service) decides which session a part gets; both give the same answers.
     plain = Engine(trained_model, threads=2)
-    split = Engine(trained_model, threads=2, split_overlapping=True)
-    assert split.split_overlapping and not plain.split_overlapping
+    split = Engine(trained_model, threads=2, single_thread_session=True)
+    assert split.single_thread_session and not plain.single_thread_session
     samples = open_dataset(synthetic_data).test[:8]
     batches = [plain.prepare(read_image(sample.path))[np.newaxis] for sample in samples]
     expected = [plain.run(batch) for batch in batches]
-    overlap = CountingSession(split._overlap_session)
-    split._overlap_session = overlap  # type: ignore[assignment]
+    main, single = CountingSession(split.session), CountingSession(split._single)
+    split.session, split._single = main, single  # type: ignore[assignment]
 
-    split.run(batches[0])  # alone: the main session, all threads
-    assert overlap.runs == 0
+    split.run(batches[0])
+    assert (main.runs, single.runs) == (1, 0)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda i: split.run(batches[i % 8]), range(48)))
-    assert overlap.runs > 0
+        results = list(pool.map(lambda i: split.run(batches[i % 8], single_thread=True), range(24)))
+    assert (main.runs, single.runs) == (1, 24)
     for index, (score, anomaly_map) in enumerate(results):
         want_score, want_map = expected[index % 8]
         np.testing.assert_allclose(score, want_score, atol=1e-5)
         np.testing.assert_allclose(anomaly_map, want_map, atol=1e-4)
 
 
-def test_a_run_while_another_part_is_in_progress_takes_the_single_thread_session(
-    trained_model: Path, synthetic_data: Path
+def test_a_single_thread_engine_has_one_session(trained_model: Path) -> None:
+    engine = Engine(trained_model, threads=1, single_thread_session=True)
+    assert not engine.single_thread_session
+    spec = engine.card.input
+    batch = np.zeros((1, spec.height, spec.width, spec.channels), np.uint8)
+    score, _ = engine.run(batch, single_thread=True)  # falls back to the one session
+    assert score.shape == (1,)
+
+
+def test_a_model_onnx_runtime_refuses_is_a_model_error(model_copy: Path) -> None:
+    # The sha256 matches (model.json is rewritten for the new bytes) but the graph is not
+    # one ONNX Runtime can load: a ModelError naming the file, not ONNX Runtime's own error.
+    onnx_path = model_copy / "model.onnx"
+    onnx_path.write_bytes(b"\x08\x07" + bytes(64))  # an ONNX header with no graph
+    card = json.loads((model_copy / "model.json").read_text())
+    card["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    (model_copy / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load"):
+        Engine(model_copy, threads=1)
+
+
+def test_the_bytes_loaded_are_the_bytes_hashed(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    split = Engine(trained_model, threads=2, split_overlapping=True)
-    sample = open_dataset(synthetic_data).test[0]
-    batch = split.prepare(read_image(sample.path))[np.newaxis]
-    main, overlap = CountingSession(split.session), CountingSession(split._overlap_session)
-    split.session, split._overlap_session = main, overlap  # type: ignore[assignment]
+    # A file swapped while it is read must not slip through: the engine hashes exactly the
+    # bytes it hands to ONNX Runtime, not a second read of the file. Here the read returns
+    # other bytes than the (intact) file on disk, as a swap between two reads would.
+    onnx_path = model_copy / "model.onnx"
+    original = Path.read_bytes
 
-    with split.inspecting():  # one part alone, between its steps: all threads
-        split.run(batch)
-    assert (main.runs, overlap.runs) == (1, 0)
-    with split.inspecting(), split.inspecting():  # another part is decoding or storing
-        split.run(batch)
-    assert (main.runs, overlap.runs) == (1, 1)
-    with split.inspecting():  # the other part has finished: all threads again
-        split.run(batch)
-    assert (main.runs, overlap.runs) == (2, 1)
-    with pytest.raises(RuntimeError), split.inspecting():  # a failed part leaves the count
-        raise RuntimeError("decode failed")
-    split.run(batch)
-    assert (main.runs, overlap.runs) == (3, 1)
+    def swapped(self: Path) -> bytes:
+        data = original(self)
+        return data[:-1] + bytes([data[-1] ^ 1]) if self == onnx_path else data
 
-
-def test_a_single_thread_engine_has_nothing_to_split(trained_model: Path) -> None:
-    engine = Engine(trained_model, threads=1, split_overlapping=True)
-    assert not engine.split_overlapping
-    assert engine._overlap_session is engine.session
+    monkeypatch.setattr(Path, "read_bytes", swapped)
+    with pytest.raises(ModelError, match="sha256 does not match"):
+        Engine(model_copy, threads=1)
 
 
 def test_spinning_threads_go_to_sleep_when_a_run_ends(trained_model: Path) -> None:

@@ -7,9 +7,9 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from defectlens.inference.api.dependencies import State
+from defectlens.inference.api.dependencies import Service
 from defectlens.inference.api.schemas import Health, Readiness, StationReadiness
-from defectlens.inference.api.state import ServiceState
+from defectlens.inference.service import InspectionService
 
 router = APIRouter(tags=["health"])
 
@@ -21,32 +21,41 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(state: State) -> JSONResponse:
-    """200 when the database answers and every station with a promoted model has it loaded;
-    503 with the reasons otherwise. Also says whether authentication is disabled."""
-    report = await run_in_threadpool(readiness, state)
+async def readyz(service: Service) -> JSONResponse:
+    """200 when the database answers, every station with a promoted model has it loaded and
+    the images' disk has room; 503 with the reasons otherwise. Also says whether
+    authentication is disabled."""
+    report = await run_in_threadpool(readiness, service)
     return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(state: State) -> Response:
+def metrics(service: Service) -> Response:
     """Prometheus text format: requests by route and status, latencies, verdicts per
-    station, model time."""
-    return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4")
+    station, model time, parts waiting, free disk, refused keys."""
+    service.free_disk_bytes()
+    return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
 
-def readiness(state: ServiceState) -> Readiness:
+def readiness(service: InspectionService) -> Readiness:
     problems: list[str] = []
     database = "ok"
     stations: list[StationReadiness] = []
-    if not state.database.ping():
-        database = f"cannot reach the database at {state.database.url}"
+    free = service.free_disk_bytes()
+    if free < service.settings.min_free_disk_bytes:
+        problems.append(
+            f"the images' disk ({service.settings.images_dir}) has {free} bytes free, under "
+            f"DEFECTLENS_MIN_FREE_DISK_BYTES ({service.settings.min_free_disk_bytes}): NG "
+            "parts cannot be kept"
+        )
+    if not service.database.ping():
+        database = f"cannot reach the database at {service.database.url}"
         problems.append(database)
     else:
-        promoted = {d.station_id for d in state.store.active_deployments()}
-        for status in state.registry.statuses(sorted(promoted)):
+        promoted = {d.station_id for d in service.store.active_deployments()}
+        for status in service.registry.statuses(sorted(promoted)):
             ready = status.model is not None
-            state.metrics.stations_ready.labels(status.station).set(1 if ready else 0)
+            service.metrics.stations_ready.labels(status.station).set(1 if ready else 0)
             stations.append(
                 StationReadiness(
                     station=status.station, model=status.model, ready=ready, problem=status.problem
@@ -59,7 +68,8 @@ def readiness(state: ServiceState) -> Readiness:
     return Readiness(
         ready=not problems,
         database=database,
-        auth="disabled" if state.settings.auth_disabled else "enabled",
+        auth="disabled" if service.settings.auth_disabled else "enabled",
+        free_disk_bytes=free,
         stations=stations,
         problems=problems,
     )

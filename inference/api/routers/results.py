@@ -10,12 +10,14 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
-from defectlens.inference.api.dependencies import Reader, State
-from defectlens.inference.api.errors import NotFound
-from defectlens.inference.api.images import MEDIA_TYPES
-from defectlens.inference.api.inspection import heatmap_png, retained_image
+from defectlens.errors import NotFound
+from defectlens.inference.api.auth import Caller
+from defectlens.inference.api.dependencies import Reader, Service, check_station
+from defectlens.inference.api.errors import Forbidden
 from defectlens.inference.api.schemas import ResultPage
-from defectlens.inference.api.state import ServiceState
+from defectlens.inference.service import InspectionService
+from defectlens.inference.service.images import MEDIA_TYPES
+from defectlens.inference.service.inspection import heatmap_png, retained_image
 from defectlens.inference.store import MAX_PAGE
 from defectlens.prediction import Verdict
 from defectlens.result import InspectionResult
@@ -25,16 +27,18 @@ router = APIRouter(prefix="/v1/results", tags=["results"])
 ResultId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def _result(state: ServiceState, result_id: str) -> InspectionResult:
-    result = state.store.get_result(result_id)
+def _result(service: InspectionService, caller: Caller, result_id: str) -> InspectionResult:
+    result = service.store.get_result(result_id)
     if result is None:
+        raise NotFound(f"result {result_id!r} not found")
+    if not caller.may_use_station(result.station):  # not even whether it exists
         raise NotFound(f"result {result_id!r} not found")
     return result
 
 
 @router.get("", response_model=ResultPage, response_model_by_alias=True)
 def list_results(
-    state: State,
+    service: Service,
     caller: Reader,
     station: Annotated[str | None, Query(max_length=64)] = None,
     line: Annotated[str | None, Query(max_length=64)] = None,
@@ -49,7 +53,13 @@ def list_results(
 ) -> ResultPage:
     """Results newest first. Pass the page's `next_cursor` as `cursor`, with the same filters,
     for the next page; it is null on the last page."""
-    items, next_cursor = state.store.list_results(
+    if station is None and caller.stations is not None and len(caller.stations) == 1:
+        station = caller.stations[0]
+    if station is not None:
+        check_station(caller, station)
+    elif caller.stations is not None:
+        raise Forbidden("this API key is limited to some stations: name one (station=...)")
+    items, next_cursor = service.store.list_results(
         station=station,
         line=line,
         serial=serial,
@@ -63,9 +73,9 @@ def list_results(
 
 
 @router.get("/{result_id}", response_model=InspectionResult, response_model_by_alias=True)
-def get_result(state: State, caller: Reader, result_id: ResultId) -> InspectionResult:
+def get_result(service: Service, caller: Reader, result_id: ResultId) -> InspectionResult:
     """One stored result."""
-    return _result(state, result_id)
+    return _result(service, caller, result_id)
 
 
 @router.get(
@@ -73,9 +83,9 @@ def get_result(state: State, caller: Reader, result_id: ResultId) -> InspectionR
     response_class=FileResponse,
     responses={200: {"content": {"image/*": {}}}, 404: {"description": "not retained"}},
 )
-def get_image(state: State, caller: Reader, result_id: ResultId) -> FileResponse:
+def get_image(service: Service, caller: Reader, result_id: ResultId) -> FileResponse:
     """The image as the line sent it, if it was retained."""
-    path = retained_image(state, _result(state, result_id))
+    path = retained_image(service, _result(service, caller, result_id))
     return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
 
 
@@ -84,8 +94,8 @@ def get_image(state: State, caller: Reader, result_id: ResultId) -> FileResponse
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 404: {"description": "image not retained"}},
 )
-async def get_heatmap(state: State, caller: Reader, result_id: ResultId) -> Response:
+async def get_heatmap(service: Service, caller: Reader, result_id: ResultId) -> Response:
     """The heat-map overlay (PNG): the stored one, or rendered now from the retained image."""
-    result = await run_in_threadpool(_result, state, result_id)
-    png = await run_in_threadpool(heatmap_png, state, result)
+    result = await run_in_threadpool(_result, service, caller, result_id)
+    png = await run_in_threadpool(heatmap_png, service, result)
     return Response(png, media_type="image/png")

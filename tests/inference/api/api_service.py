@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from defectlens.inference.api.settings import ServiceSettings
+from defectlens.inference.service.settings import ServiceSettings
 from defectlens.inference.store import Store
 
 STATION = "s1"
@@ -28,15 +28,21 @@ class Service:
         return {"X-API-Key": self.keys[role]}
 
     def inspect(
-        self, image: bytes, role: str = "line", content_type: str = "image/png", **params: Any
+        self,
+        image: bytes,
+        role: str = "line",
+        content_type: str = "image/png",
+        headers: dict[str, str] | None = None,
+        **params: Any,
     ) -> Any:
-        """POST /v1/inspect with the image as the raw body and metadata as query parameters."""
+        """POST /v1/inspect with the image as the raw body and metadata as query parameters;
+        `headers` are added to (or replace) the role's key and the content type."""
         params.setdefault("station", STATION)
         return self.client.post(
             "/v1/inspect",
             content=image,
             params={k: v for k, v in params.items() if v is not None},
-            headers={**self.auth(role), "Content-Type": content_type},
+            headers={**self.auth(role), "Content-Type": content_type, **(headers or {})},
         )
 
     def stored_count(self) -> int:

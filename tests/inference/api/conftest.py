@@ -23,8 +23,8 @@ from pg_server import postgres_server  # noqa: F401  (the session fixture)
 
 from defectlens.inference.api.app import create_app
 from defectlens.inference.api.auth import ROLES
-from defectlens.inference.api.deployments import register_model_dir
-from defectlens.inference.api.settings import ServiceSettings
+from defectlens.inference.service.deployments import register_model_dir
+from defectlens.inference.service.settings import ServiceSettings
 from defectlens.inference.store import Store, open_database
 
 
@@ -74,6 +74,11 @@ def make_service(
     stack: list[TestClient] = []
     stores: list[Store] = []
     keys: dict[str, str] = {}
+    # The versions inside the workspace's models folder, where the service may load them.
+    models = tmp_path / "home" / "models"
+    in_workspace = [
+        Path(shutil.copytree(d, models / d.parent.name / d.name)) for d in model_versions
+    ]
 
     def start(promote: bool = True, **overrides: Any) -> Service:
         values: dict[str, Any] = {
@@ -90,13 +95,13 @@ def make_service(
         if not keys:  # the first service of a test sets the store up
             store.ensure_station(STATION, line="L1")
             if promote:
-                version = register_model_dir(store, model_versions[0])
+                version = register_model_dir(store, in_workspace[0])
                 store.promote(STATION, version.id, actor="test")
             keys.update({role: store.create_key(role, f"test-{role}")[1] for role in ROLES})
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         stack.append(client)
-        return Service(client, settings, store, keys, model_versions)
+        return Service(client, settings, store, keys, in_workspace)
 
     yield start
     for client in reversed(stack):

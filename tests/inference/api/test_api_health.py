@@ -3,7 +3,6 @@ process set up for serving."""
 
 from __future__ import annotations
 
-import gc
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +10,9 @@ from pathlib import Path
 from api_service import STATION, Service
 from fastapi.testclient import TestClient
 
-from defectlens.inference.api.app import GC_YOUNG_THRESHOLD, create_app
-from defectlens.inference.api.deployments import register_model_dir
-from defectlens.inference.api.settings import ServiceSettings
+from defectlens.inference.api.app import create_app
+from defectlens.inference.service.deployments import register_model_dir
+from defectlens.inference.service.settings import ServiceSettings
 
 
 def test_healthz(service: Service) -> None:
@@ -99,17 +98,3 @@ def test_metrics_count_requests_verdicts_and_model_time(service: Service, good_p
         'defectlens_http_request_seconds_bucket{le="0.05",method="POST",route="/v1/inspect"}'
         in text
     )
-
-
-def test_the_collector_is_set_for_serving_and_restored_at_shutdown(tmp_path: Path) -> None:
-    # While the service runs, what startup loaded is frozen out of collections and young
-    # passes are rarer; stopping it leaves the process's collector as it found it.
-    settings = ServiceSettings(home=tmp_path / "home", deployment_poll_s=0)
-    before = gc.get_threshold()
-    assert before[0] != GC_YOUNG_THRESHOLD and gc.get_freeze_count() == 0
-    with TestClient(create_app(settings)) as client:
-        assert client.get("/healthz").status_code == 200
-        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
-        assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0

@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 import tifffile
 from api_service import STATION, Service
-from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
 
 from defectlens.datasets.images import read_mask
-from defectlens.inference.api.images import keep_image
+from defectlens.inference.service.images import keep_image
 from defectlens.inference.engine import Engine
 from defectlens.prediction import Verdict
 
@@ -282,7 +280,7 @@ def test_timeout_is_504_and_nothing_is_stored(
     assert response.status_code == 504
     assert time.monotonic() - started < 0.9, "answered before the inspection ended"
     assert "nothing was stored" in response.json()["detail"]
-    state.inspections.shutdown(wait=True)  # the abandoned inspection has ended
+    state.threads.shutdown(wait=True)  # the abandoned inspection has ended
     assert service.stored_count() == 0
     assert service.image_files() == []
 
@@ -295,7 +293,7 @@ def test_a_part_that_times_out_in_the_queue_is_never_inspected(
     service = make_service(
         max_concurrent_inspections=1, request_timeout_s=0.5, keep_ok_fraction=1.0
     )
-    inspections = service.client.app.state.service.inspections
+    inspections = service.client.app.state.service.threads
     release = threading.Event()
     busy = inspections.submit(release.wait, 30)
     response = service.inspect(good_part, serial="queued")
@@ -314,9 +312,31 @@ def test_overlapping_parts_run_split_by_default_and_can_be_told_not_to(
 ) -> None:
     # DEFECTLENS_ONNX_SPLIT_OVERLAPPING: on by default; false keeps one session per model.
     default = make_service(threads=2)
-    assert default.client.app.state.service.registry.get(STATION).split_overlapping is True
+    assert default.client.app.state.service.registry.get(STATION).single_thread_session
     off = make_service(threads=2, onnx_split_overlapping=False)
-    assert off.client.app.state.service.registry.get(STATION).split_overlapping is False
+    assert not off.client.app.state.service.registry.get(STATION).single_thread_session
+
+
+def test_the_service_gives_the_single_thread_session_to_parts_that_overlap(
+    make_service: Callable[..., Service], good_part: bytes
+) -> None:
+    # The service, not the engine, decides: a part alone gets all threads; a part inspected
+    # while another is in progress gets the single-threaded session.
+    service = make_service(threads=2)
+    core = service.client.app.state.service
+    engine = core.registry.get(STATION)
+    chosen: list[bool] = []
+    run = engine.run
+
+    def recording_run(batch: Any, single_thread: bool = False) -> Any:
+        chosen.append(single_thread)
+        return run(batch, single_thread)
+
+    engine.run = recording_run
+    assert service.inspect(good_part).status_code == 200
+    with core.part_in_progress():  # another part is decoding or storing meanwhile
+        assert service.inspect(good_part).status_code == 200
+    assert chosen == [False, True]
 
 
 def test_onnx_spinning_off_gives_the_same_answers(
@@ -332,48 +352,3 @@ def test_onnx_spinning_off_gives_the_same_answers(
         result = service.inspect(path.read_bytes()).json()
         expected = reference.predict(path.read_bytes(), with_map=False)
         assert (result["verdict"], result["score"]) == (expected.verdict, expected.score)
-
-
-def test_the_lane_and_the_router_answer_parts_alike(
-    service: Service, good_part: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # POST /v1/inspect is served by InspectLane ahead of FastAPI's routing; behind a proxy
-    # prefix (root_path) the lane steps aside and the router serves it. Same answers.
-    routed: list[str] = []
-    handle = APIRoute.handle
-
-    async def counting_handle(self: APIRoute, scope: Any, receive: Any, send: Any) -> None:
-        routed.append(self.path)
-        await handle(self, scope, receive, send)
-
-    monkeypatch.setattr(APIRoute, "handle", counting_handle)
-    proxied = TestClient(service.client.app, root_path="/plant", raise_server_exceptions=False)
-    key = service.auth("line")
-    cases: list[tuple[dict[str, str], bytes, dict[str, str]]] = [
-        ({**key, "Content-Type": "image/png"}, good_part, {"station": STATION}),
-        ({"Content-Type": "image/png"}, good_part, {"station": STATION}),  # no key
-        ({**service.auth("manager"), "Content-Type": "image/png"}, good_part, {"station": STATION}),
-        ({**key, "Content-Type": "image/png"}, good_part, {"station": "nowhere"}),
-        ({**key, "Content-Type": "image/png"}, b"", {"station": STATION}),
-        ({**key, "Content-Type": "text/plain"}, good_part, {"station": STATION}),
-        ({**key, "Content-Type": "image/png"}, b"not an image", {"station": STATION}),
-    ]
-    for headers, body, params in cases:
-        direct = service.client.post("/v1/inspect", content=body, params=params, headers=headers)
-        assert routed == []
-        behind = proxied.post("/v1/inspect", content=body, params=params, headers=headers)
-        assert routed == ["/v1/inspect"]
-        routed.clear()
-        assert direct.status_code == behind.status_code
-        assert direct.headers.get("www-authenticate") == behind.headers.get("www-authenticate")
-        if direct.status_code == 200:
-            drop = ("result_id", "received_at", "timings_ms", "image_url", "heatmap_url")
-            assert {k: v for k, v in direct.json().items() if k not in drop} == {
-                k: v for k, v in behind.json().items() if k not in drop
-            }
-        else:
-            assert direct.json() == behind.json()
-    metrics = service.client.get("/metrics").text
-    for status in ("200", "401", "403", "404", "415", "422"):
-        # both paths count under the route's template
-        assert f'method="POST",route="/v1/inspect",status="{status}"' in metrics

@@ -13,7 +13,7 @@ from typing import Any
 
 from api_service import STATION, Service
 
-from defectlens.inference.api.deployments import register_model_dir
+from defectlens.inference.service.deployments import register_model_dir
 
 
 def promote(service: Service, body: Any, station: str = STATION) -> Any:
@@ -84,11 +84,15 @@ def test_promote_and_rollback_errors(service: Service, good_part: bytes, tmp_pat
     assert (
         service.client.post("/v1/stations/s404/rollback", headers=service.auth()).status_code == 404
     )
-    broken = Path(shutil.copytree(service.model_dirs[1], tmp_path / "broken"))
+    models = service.settings.models_dir
+    broken = Path(shutil.copytree(service.model_dirs[1], models / "broken"))
     (broken / "model.onnx").write_bytes(b"not the model")
+    outside = Path(shutil.copytree(service.model_dirs[1], tmp_path / "outside"))
     for body, status, words in (
         ({"model_dir": str(broken)}, 422, "sha256"),
-        ({"model_dir": str(tmp_path / "absent")}, 422, "not found"),
+        ({"model_dir": str(models / "absent")}, 422, "not found"),
+        ({"model_dir": str(outside)}, 422, "workspace's models folder"),
+        ({"model_dir": "/etc"}, 422, "workspace's models folder"),
         ({"model_version_id": 999}, 404, "not registered"),
         ({}, 422, "exactly one"),
         ({"model_dir": "x", "model_version_id": 1}, 422, "exactly one"),

@@ -1,0 +1,101 @@
+"""The checks every request passes before any of its body is read: a request without an API
+key to a route that needs one is answered 401 at once, and a body over the route's limit
+413 (from its Content-Length, or as soon as a streamed body passes the limit).
+
+FastAPI reads a JSON body before it resolves a route's dependencies, so without this a
+caller with no key could make the service read (and hold) any body it sends.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from defectlens.errors import TooLarge
+from defectlens.inference.api.auth import key_from_headers
+from defectlens.inference.service import ServiceSettings
+from defectlens.inference.service.metrics import ServiceMetrics
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
+"""Routes anyone may call: probes, figures and the API's own documentation."""
+INSPECT_PATH = "/v1/inspect"
+MULTIPART_SLACK = 64 * 1024
+"""Room for multipart boundaries and metadata fields on top of the image's byte limit."""
+
+
+class RequestGuard:
+    """ASGI middleware: the key's presence and the body limit, before the app reads anything.
+    Whether the key is valid, and the role's rights, are checked by the routes."""
+
+    def __init__(self, app: ASGIApp, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+
+    def body_limit(self, path: str) -> int:
+        if path == INSPECT_PATH:
+            return self.settings.max_upload_bytes + MULTIPART_SLACK
+        return self.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = Headers(scope=scope)
+        if (
+            not self.settings.auth_disabled
+            and path not in OPEN_PATHS
+            and not key_from_headers(headers.get("x-api-key"), headers.get("authorization"))
+        ):
+            self.metrics.auth_failures.labels("missing").inc()
+            await _answer(
+                send,
+                401,
+                "no API key: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY' "
+                "(an admin creates keys with `defectlens keys create --role ROLE`)",
+                {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'},
+            )
+            return
+        limit = self.body_limit(path)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _answer(send, 413, _too_large(int(declared), limit))
+            return
+        await self.app(scope, _limited(receive, limit), send)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that raises `TooLarge` once the body passes `limit` bytes (a body sent
+    without Content-Length, or longer than it said); the app's error handler answers 413."""
+    size = 0
+
+    async def counting() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise TooLarge(_too_large(size, limit))
+        return message
+
+    return counting
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"request body of {size} bytes is over this route's limit of {limit} bytes "
+        "(DEFECTLENS_MAX_UPLOAD_BYTES for images, DEFECTLENS_MAX_BODY_BYTES otherwise)"
+    )
+
+
+async def _answer(
+    send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,191 @@
+"""The inspection service: what every entry point calls to inspect a part, deploy a model or
+keep the workspace tidy. It knows nothing of HTTP; `inference/api/` maps its errors.
+
+`InspectionService.open(settings)` opens the store and loads each station's active model;
+`inspect` runs a part on the service's inspection threads within the request timeout,
+refusing parts beyond a bounded queue; `inspect_part` (in `inspection.py`) is the same
+pipeline on the caller's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Self, TypeVar
+
+from defectlens.errors import InspectionTimeout, Unavailable
+from defectlens.inference.engine_registry import EngineRegistry
+from defectlens.inference.service.deployments import sync_engines
+from defectlens.inference.service.inspection import (
+    Attempt,
+    Inspected,
+    PartMetadata,
+    free_disk_bytes,
+    inspect_part,
+)
+from defectlens.inference.service.metrics import ServiceMetrics
+from defectlens.inference.service.settings import ServiceSettings
+from defectlens.inference.store import Database, Store, open_database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Submit = Callable[[ThreadPoolExecutor, Callable[[], T]], "Future[T]"]
+
+
+class InspectionService:
+    """One running service: settings, the store, the loaded engines, metrics, and the
+    threads that inspect parts."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        database: Database,
+        store: Store,
+        registry: EngineRegistry,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self.threads = ThreadPoolExecutor(settings.max_concurrent_inspections, "inspect")
+        """The inspection threads: `max_concurrent_inspections` parts at a time."""
+        self._count_lock = threading.Lock()
+        self._waiting = 0
+        """Parts accepted by `inspect` and not yet answered (queued or running)."""
+        self._in_progress = 0
+        """Parts between their decode and their stored result, on any thread."""
+        self.submit: Submit[Inspected] = _submit
+        """How `inspect` hands a part to a thread (the API passes one that carries the
+        request id into the thread's log lines)."""
+
+    @classmethod
+    def open(cls, settings: ServiceSettings, metrics: ServiceMetrics | None = None) -> Self:
+        """Open the store and load every station's active model (a model that fails to load
+        marks only its station unavailable, with the reason on /readyz)."""
+        database = open_database(
+            settings.resolved_database_url, timeout_s=settings.database_timeout_s
+        )
+        try:
+            store = Store(database, instance=settings.instance_id)
+            registry = EngineRegistry(
+                threads=settings.threads,
+                spin=settings.onnx_spinning,
+                single_thread_session=settings.onnx_split_overlapping,
+            )
+            sync_engines(store, registry)
+        except BaseException:
+            database.close()
+            raise
+        return cls(settings, database, store, registry, metrics or ServiceMetrics())
+
+    def close(self) -> None:
+        """Let inspections in flight finish and store their results, then close the store."""
+        self.threads.shutdown(wait=True)
+        self.database.close()
+
+    async def inspect(
+        self, data: bytes, metadata: PartMetadata, overlay: bool = False
+    ) -> Inspected:
+        """`inspect_part` on one of the inspection threads, within `request_timeout_s` (time
+        spent queued counts; a part that times out while queued is never inspected).
+
+        Raises `Unavailable` (503) at once when `max_queued_inspections` parts already wait
+        for a thread, and `InspectionTimeout` (504) past the timeout, with nothing stored.
+        The event loop never waits on a lock or the database here."""
+        settings = self.settings
+        with self._count_lock:
+            limit = settings.max_concurrent_inspections + settings.max_queued_inspections
+            if self._waiting >= limit:
+                self.metrics.parts_refused.inc()
+                raise Unavailable(
+                    f"{self._waiting} parts are already waiting for inspection (the limit is "
+                    f"{limit}: DEFECTLENS_MAX_CONCURRENT_INSPECTIONS + "
+                    "DEFECTLENS_MAX_QUEUED_INSPECTIONS); retry shortly",
+                    retry_after_s=1,
+                )
+            self._waiting += 1
+            self.metrics.parts_waiting.set(self._waiting)
+        try:
+            return await self._run(data, metadata, overlay)
+        finally:
+            with self._count_lock:
+                self._waiting -= 1
+                self.metrics.parts_waiting.set(self._waiting)
+
+    async def _run(self, data: bytes, metadata: PartMetadata, overlay: bool) -> Inspected:
+        attempt = Attempt()
+        timeout = self.settings.request_timeout_s
+        queued = self.submit(
+            self.threads, lambda: inspect_part(self, data, metadata, overlay, attempt)
+        )
+        answer = asyncio.wrap_future(queued)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), timeout)
+        except TimeoutError:
+            queued.cancel()  # still waiting for a thread: it never starts
+            if attempt.abandon():
+                raise InspectionTimeout(
+                    f"inspection took longer than {timeout:g} s (DEFECTLENS_REQUEST_TIMEOUT_S);"
+                    " nothing was stored. Retry, or check the service's load"
+                ) from None
+            # The result is being stored: its outcome (bounded by the database timeout)
+            # is the answer, so a stored part is never answered as lost.
+            return await answer
+
+    @contextmanager
+    def part_in_progress(self) -> Iterator[None]:
+        """Count one part from its decode to its stored result."""
+        with self._count_lock:
+            self._in_progress += 1
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self._in_progress -= 1
+
+    def others_in_progress(self) -> bool:
+        """Whether another part is in progress besides the caller's: the model run then takes
+        the single-threaded session (under load the parts' other steps fill the cores
+        between runs, and a 2-thread run would only contend)."""
+        return self._in_progress > 1
+
+    def sync_deployments(self) -> int:
+        """Load promotions made outside this process (the CLI, another instance)."""
+        changed = sync_engines(self.store, self.registry)
+        if changed:
+            log.info("picked up %d model change(s) made outside this service", changed)
+        return changed
+
+    def tidy_images(self) -> dict[str, int]:
+        """Apply the retention policy to this instance's images and sweep files a crash
+        left without a stored result; also refreshes the free-disk figure."""
+        settings = self.settings
+        outcome: dict[str, int] = {}
+        if settings.retention_max_age_days is not None or settings.retention_max_bytes is not None:
+            outcome = self.store.apply_retention(
+                settings.images_dir, settings.retention_max_age_days, settings.retention_max_bytes
+            )
+            if outcome.get("deleted"):
+                log.info("retention deleted %(deleted)d images (%(freed_bytes)d bytes)", outcome)
+        swept = self.store.sweep_orphan_files(settings.images_dir)
+        if swept.get("deleted"):
+            log.info("swept %d image files no stored result names", swept["deleted"])
+        self.free_disk_bytes()
+        return {**outcome, "orphans_deleted": swept.get("deleted", 0)}
+
+    def free_disk_bytes(self) -> int:
+        """Free bytes under the images folder (also set on /metrics)."""
+        free = free_disk_bytes(self.settings.images_dir)
+        self.metrics.free_disk.set(free)
+        return free
+
+
+def _submit(threads: ThreadPoolExecutor, job: Callable[[], T]) -> Future[T]:
+    return threads.submit(job)

@@ -1,0 +1,103 @@
+"""The inspection service's settings: the workspace `Settings` plus limits and the listener.
+
+Environment variables `DEFECTLENS_*` (e.g. `DEFECTLENS_MAX_UPLOAD_BYTES`) or `defectlens.yaml`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from defectlens.settings import Settings
+
+
+class ServiceSettings(Settings):
+    """What `defectlens serve` and `create_app` need beyond the workspace settings."""
+
+    host: str = "127.0.0.1"
+    """Listen address; 0.0.0.0 to accept calls from the plant network."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    """Largest accepted request body for an image (413 above it)."""
+    max_pixels: int = Field(default=40_000_000, gt=0)
+    """Largest accepted image in pixels, read from the header before decoding (413)."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """An inspection that takes longer is answered 504 and nothing is stored."""
+    onnx_spinning: bool = True
+    """ONNX Runtime's threads busy-wait between the operators of a run (the lowest model
+    time) and sleep when the run ends, leaving the cores to the HTTP and store work. False
+    lets them sleep between operators too, at the cost of more model time per part."""
+    onnx_split_overlapping: bool = True
+    """A part inspected while another part is in progress runs on one thread (a second
+    session of the model): a part inspected alone gets all `threads`, parts in flight
+    together take a core each instead of contending for the same ones. About 10% more
+    parts/s at 4 clients and 20% at 16 on 2 cores (docs/service-performance.md), for a
+    second copy of each served model in memory."""
+    max_concurrent_inspections: int = Field(default=4, ge=1)
+    """Inspections running at once; more requests wait their turn (within the timeout).
+    A few in parallel keep the cores busy; many would only slow each other down."""
+    max_queued_inspections: int = Field(default=32, ge=0)
+    """Parts allowed to wait for an inspection thread; beyond them a part is answered 503
+    with Retry-After at once, instead of queueing past the line's deadline."""
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Largest request body of every route other than inspect (413 before it is read)."""
+    database_timeout_s: float = Field(default=5.0, gt=0)
+    """Connect, statement and lock timeout of the database (SQLite: its busy timeout); below
+    `request_timeout_s`, so a slow database answers 503 rather than holding a part."""
+    min_free_disk_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    """Below this much free disk under the images folder, parts whose image must be kept
+    are refused (507) and /readyz reports it."""
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+    """This service instance on a shared database: retention and the orphan sweep touch only
+    the images it wrote."""
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object a line with the request id (for log collectors); `text`."""
+    auth_disabled_on_network: bool = False
+    """With `auth_disabled`, also serve on an address other than loopback: the second
+    confirmation that the plant network may call every route without a key."""
+    keep_ok_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Share of OK images kept on disk (every NG image is kept)."""
+    auth_disabled: bool = False
+    """Lab use only: every caller is admin without a key. Logged loudly, shown on /readyz."""
+    key_cache_s: float = Field(default=5.0, ge=0.0)
+    """How long a verified API key is trusted without asking the database again; a revoked
+    key stops working at most this long after `keys revoke`."""
+    deployment_poll_s: float = Field(default=5.0, ge=0.0)
+    """How often the service checks the store for promotions made elsewhere (the CLI, another
+    instance) and hot-swaps to them; 0 turns the check off."""
+    retention_max_age_days: float | None = Field(default=None, ge=0.0)
+    """Delete retained, unlabeled images older than this (None: keep by age)."""
+    retention_max_bytes: int | None = Field(default=None, ge=0)
+    """Delete the oldest retained, unlabeled images beyond this total (None: no budget)."""
+    retention_interval_s: float = Field(default=3600.0, gt=0.0)
+    """How often the retention policy runs while the service is up."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if self.database_timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                f"database_timeout_s ({self.database_timeout_s:g}) must be below "
+                f"request_timeout_s ({self.request_timeout_s:g})"
+            )
+        if self.auth_disabled and not self.auth_disabled_on_network and not is_loopback(
+            self.host
+        ):
+            raise ValueError(
+                f"auth_disabled is set and host {self.host!r} is not a loopback address: "
+                "every caller on the network would be admin. Serve on 127.0.0.1, or also set "
+                "DEFECTLENS_AUTH_DISABLED_ON_NETWORK=true if that is really meant"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts calls from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
