@@ -68,6 +68,30 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke.add_argument("key_id", metavar="ID", type=int)
     revoke.set_defaults(handler=_keys_revoke)
 
+    backup = commands.add_parser(
+        "backup",
+        help="copy the database, kept images and model versions into a new folder",
+        description="Safe while the service runs: the image files and model folders copied "
+        "are those the database copy's own rows name, so the backup is consistent. DEST must "
+        "not exist; manifest.json lists every file with its sha256. PostgreSQL needs pg_dump.",
+    )
+    backup.add_argument("dest", metavar="DEST", help="the new backup folder")
+    backup.set_defaults(handler=_backup)
+    restore = commands.add_parser(
+        "restore",
+        help="restore a backup into DEFECTLENS_HOME and its database",
+        description="Checks every file's sha256 first; refuses a workspace that already holds "
+        "results, images or the backup's model folders unless --force. Stop the service "
+        "first. PostgreSQL needs pg_restore.",
+    )
+    restore.add_argument("source", metavar="SRC", help="a folder `defectlens backup` wrote")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the database, the images folder and the backup's model folders",
+    )
+    restore.set_defaults(handler=_restore)
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -175,6 +199,44 @@ def _keys_list(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     key = _store().revoke_key(args.key_id, actor="cli")
     print(f"API key {key.id} ({key.role}, {key.name}) revoked")
+    return EXIT_OK
+
+
+def _backup(args: argparse.Namespace) -> int:
+    import sys
+
+    from defectlens.inference.store.backup import backup_workspace, not_included_lines
+    from defectlens.settings import Settings
+
+    dest = Path(args.dest)
+    manifest = backup_workspace(Settings(), dest)
+    counts = manifest.counts
+    print(
+        f"backup {dest}: {counts.results} results, {counts.images} image rows "
+        f"({counts.image_files} files), {counts.model_versions} model versions "
+        f"({counts.model_files} files)"
+    )
+    for line in not_included_lines(manifest, dest):
+        print(line, file=sys.stderr)
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace) -> int:
+    import sys
+
+    from defectlens.inference.store.backup import not_included_lines, restore_workspace
+    from defectlens.settings import Settings
+
+    settings = Settings()
+    manifest = restore_workspace(settings, Path(args.source), force=args.force)
+    counts = manifest.counts
+    print(
+        f"restored {args.source} (taken {manifest.created_at:%Y-%m-%d %H:%M} UTC) into "
+        f"{settings.home}: {counts.results} results, {counts.image_files} image files, "
+        f"{len(manifest.models)} model versions"
+    )
+    for line in not_included_lines(manifest, Path(args.source)):
+        print(line, file=sys.stderr)
     return EXIT_OK
 
 
