@@ -9,10 +9,8 @@ shown the image is within the pixel limit: a small file can declare a huge image
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,34 +19,25 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from defectlens import DECODE_PIXEL_CAP, OPENCV_LOADED_WITHOUT_CAP
 from defectlens.errors import DataError, InputError, TooLarge, UnsupportedFormat
 from defectlens.modelcard import InputSpec
 
 log = logging.getLogger(__name__)
 
-DECODE_PIXEL_CAP: Final[int] = 2**28
-"""The most pixels decoded in one image, whatever limit a caller asks for: 268 million, e.g.
-16384×16384 (1 GiB as 8-bit RGBA, 2 GiB as 16-bit). Also OpenCV's own cap (below)."""
-
 _OPENCV_CAP = "OPENCV_IO_MAX_IMAGE_PIXELS"
-_CV2_LOADED_WITHOUT_CAP = "cv2" in sys.modules and _OPENCV_CAP not in os.environ
-# OpenCV's own pixel cap is a second guard, should a decoder ever be reached with a size the
-# header check below did not see. OpenCV reads the variable once, when its library loads (on
-# `import cv2`; a value set after that is ignored, checked with OpenCV 5.1), hence before the
-# import. setdefault: a plant that sets it itself keeps its value.
-os.environ.setdefault(_OPENCV_CAP, str(DECODE_PIXEL_CAP))
-
-import cv2  # noqa: E402  (after the cap above, on purpose)
-
-if _CV2_LOADED_WITHOUT_CAP:
+if OPENCV_LOADED_WITHOUT_CAP:
+    # `defectlens/__init__.py` sets OpenCV's cap before any module of the package imports
+    # cv2; a program that imported cv2 before defectlens runs without it.
     log.warning(
-        "OpenCV was imported before %s, so its own pixel cap %s is not %d but its default; "
-        "import defectlens before cv2 (or set %s) to have it",
-        __name__,
+        "OpenCV was imported before defectlens, so its own pixel cap %s is not %d; import "
+        "defectlens first (or set %s) to have it",
         _OPENCV_CAP,
         DECODE_PIXEL_CAP,
         _OPENCV_CAP,
     )
+
+import cv2  # noqa: E402  (after the check above, on purpose)
 
 UInt8Image = npt.NDArray[np.uint8]
 FloatMap = npt.NDArray[np.float32]

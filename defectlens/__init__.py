@@ -4,4 +4,20 @@ The top-level package holds the contracts every part shares (model card, predict
 inspection result), the settings, the error family and the command line.
 """
 
+import os
+import sys
+
 __version__ = "0.1.0"
+
+DECODE_PIXEL_CAP = 2**28
+"""The most pixels decoded in one image, whatever limit a caller asks for: 268 million, e.g.
+16384×16384 (1 GiB as 8-bit RGBA). `datasets.images` checks every header against it before
+decoding."""
+
+# OpenCV's own pixel cap is a second guard, should a decoder ever be reached with a size the
+# header check did not see. OpenCV reads the variable once, when cv2 is first imported (a
+# value set later is ignored), so it is set here, before any module of the package imports
+# cv2. setdefault: a plant that sets it itself keeps its value.
+OPENCV_LOADED_WITHOUT_CAP = "cv2" in sys.modules and "OPENCV_IO_MAX_IMAGE_PIXELS" not in os.environ
+"""True when a program imported cv2 before defectlens without setting the cap itself."""
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DECODE_PIXEL_CAP))

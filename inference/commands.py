@@ -37,9 +37,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     promote = models_commands.add_parser(
         "promote",
         help="make a model version folder the active model of a station",
-        description="Verifies and loads the folder, registers it, and records it as the "
-        "station's active model (the station is created if new). A running service swaps to "
-        "it within DEFECTLENS_DEPLOYMENT_POLL_S seconds.",
+        description="Verifies and loads the folder, copies it into the workspace's models "
+        "folder (so the service no longer needs the training folder), registers it, and "
+        "records it as the station's active model (the station is created if new). A running "
+        "service swaps to it within DEFECTLENS_DEPLOYMENT_POLL_S seconds.",
     )
     promote.add_argument("model_dir", metavar="MODEL_DIR", help="a folder `defectlens train` wrote")
     promote.add_argument("--station", required=True, help="station id, e.g. line1-cam1")
@@ -97,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from defectlens.inference.api.app import create_app
-    from defectlens.inference.api.settings import ServiceSettings
+    from defectlens.inference.service import ServiceSettings
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -117,36 +118,38 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _store() -> Any:
-    from defectlens.inference.api.settings import ServiceSettings
+    from defectlens.inference.service import ServiceSettings
     from defectlens.inference.store import Store, open_database
 
-    return Store(open_database(ServiceSettings().resolved_database_url))
+    settings = ServiceSettings()
+    database = open_database(settings.resolved_database_url, timeout_s=settings.database_timeout_s)
+    return Store(database, instance=settings.instance_id)
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from defectlens.inference.api.deployments import model_version_schemas
+    from defectlens.inference.service.deployments import deployed_versions
 
-    versions = model_version_schemas(_store())
+    versions = deployed_versions(_store())
     if not versions:
         print("no model versions registered; `defectlens models promote MODEL_DIR --station ID`")
         return EXIT_OK
     print(
         f"{'id':>4}  {'name':<16} {'version':<26} {'AUROC':>6} {'escape':>7} {'FRR':>6}  stations"
     )
-    for version in versions:
-        metrics = version.metrics
+    for deployed in versions:
+        version, metrics = deployed.version, deployed.version.metrics
         print(
             f"{version.id:>4}  {version.name:<16} {version.version:<26} "
             f"{_figure(metrics.get('image_auroc')):>6} {_figure(metrics.get('escape_rate')):>7} "
-            f"{_figure(metrics.get('false_reject_rate')):>6}  {', '.join(version.stations) or '-'}"
+            f"{_figure(metrics.get('false_reject_rate')):>6}  {', '.join(deployed.stations) or '-'}"
         )
     return EXIT_OK
 
 
 def _models_promote(args: argparse.Namespace) -> int:
-    from defectlens.inference.api.deployments import register_model_dir
-    from defectlens.inference.api.schemas import STATION_ID_PATTERN
-    from defectlens.inference.engine import Engine
+    from defectlens.inference.service import ServiceSettings
+    from defectlens.inference.service.deployments import deploy_model_dir
+    from defectlens.inference.service.inspection import STATION_ID_PATTERN
 
     if not re.fullmatch(STATION_ID_PATTERN, args.station):
         raise InputError(
@@ -156,13 +159,13 @@ def _models_promote(args: argparse.Namespace) -> int:
     folder = Path(args.model_dir)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such model version folder")
-    Engine(folder, threads=1, warmup=True)  # refuse a folder that does not verify and run
-    store = _store()
-    version = register_model_dir(store, folder)
-    deployment = store.promote(args.station, version.id, actor="cli")
+    deployment = deploy_model_dir(
+        _store(), ServiceSettings().models_dir, folder, args.station, actor="cli"
+    )
+    version = deployment.model_version
     print(
         f"station {deployment.station_id}: {version.name} {version.version} "
-        f"(model version {version.id}) is active"
+        f"(model version {version.id}, {version.path}) is active"
     )
     return EXIT_OK
 

@@ -17,15 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectlens.datasets.images import image_format
 from defectlens.prediction import Verdict
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", ".png"),
-    (b"\xff\xd8\xff", ".jpg"),
-    (b"BM", ".bmp"),
-    (b"II*\x00", ".tif"),
-    (b"MM\x00*", ".tif"),
-)
+SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
+"""The file extension of each accepted image format."""
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff"}
 HEATMAP_SUFFIX = "_heatmap.png"
 
@@ -38,10 +34,7 @@ def keep_image(verdict: Verdict, keep_ok_fraction: float, draw: float) -> bool:
 
 def image_suffix(data: bytes) -> str:
     """The file extension for encoded image bytes, from their magic number."""
-    for magic, suffix in _MAGIC:
-        if data.startswith(magic):
-            return suffix
-    return ".img"
+    return SUFFIXES.get(image_format(data) or "", ".img")
 
 
 def day_folder(images_dir: Path, received_at: datetime) -> Path:
@@ -57,7 +50,7 @@ def image_path(images_dir: Path, result_id: str, received_at: datetime, suffix: 
 def find_image(images_dir: Path, result_id: str, received_at: datetime) -> Path | None:
     """The retained original image of a result, whatever its format, or None."""
     folder = day_folder(images_dir, received_at)
-    for suffix in (*dict.fromkeys(suffix for _, suffix in _MAGIC), ".img"):
+    for suffix in (*SUFFIXES.values(), ".img"):
         path = folder / f"{result_id}{suffix}"
         if path.is_file():
             return path

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from defectlens import DECODE_PIXEL_CAP
 from defectlens.settings import Settings
 
 
@@ -22,8 +23,9 @@ class ServiceSettings(Settings):
     port: int = Field(default=8000, ge=1, le=65535)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     """Largest accepted request body for an image (413 above it)."""
-    max_pixels: int = Field(default=40_000_000, gt=0)
-    """Largest accepted image in pixels, read from the header before decoding (413)."""
+    max_pixels: int = Field(default=40_000_000, gt=0, le=DECODE_PIXEL_CAP)
+    """Largest accepted image in pixels, read from the header before decoding (413); at most
+    the 268 million pixels defectlens ever decodes."""
     request_timeout_s: float = Field(default=10.0, gt=0)
     """An inspection that takes longer is answered 504 and nothing is stored."""
     onnx_spinning: bool = True

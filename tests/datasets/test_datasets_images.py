@@ -536,12 +536,13 @@ def test_bytes_of_no_known_format_are_unreadable_without_decoding(data: bytes) -
 
 
 OPENCV_CAP_CHECK = """
+import os
 import sys
 from defectlens.datasets import images  # first, as every defectlens process does
 import cv2
 import numpy as np
 
-print(images.os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS"))
+print(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS"))
 try:
     decoded = cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_UNCHANGED)
 except cv2.error as exc:
@@ -607,7 +608,7 @@ def test_a_plant_cap_is_kept_and_a_late_import_is_reported(
     environment = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     if preset is not None:
         environment["OPENCV_IO_MAX_IMAGE_PIXELS"] = preset
-    code = "from defectlens.datasets import images\nprint(images.os.environ[images._OPENCV_CAP])"
+    code = "import os\nfrom defectlens.datasets import images\nprint(os.environ[images._OPENCV_CAP])"
     if cv2_first:
         code = "import cv2\n" + code
     done = subprocess.run(
