@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, text
-from sqlalchemy.engine import URL, Dialect
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import PoolProxiedConnection
 
 from defectlens.inference.store.connect import (
     BEGIN_MODE,
+    BUSY_TIMEOUT_MS,
+    DEFAULT_TIMEOUT_S,
     check_reachable,
     make_engine,
     safe_url,
@@ -25,28 +27,32 @@ from defectlens.inference.store.migrate import upgrade_engine
 
 log = logging.getLogger(__name__)
 
+_WAIT_UNNOTICED_S = 0.01
+"""A wait for this process's other writers shorter than this is not taken off SQLite's busy
+timeout (changing it costs a statement)."""
+
 
 class Database:
-    """One database: sessions for reading and for writing (each a single transaction)."""
+    """One database: sessions for reading and for writing (each a single transaction).
 
-    def __init__(self, engine: Engine) -> None:
+    `timeout_s` is what the engine was made with (`make_engine`): on SQLite a write waits at
+    most that long in all, for this process's other writers and then for SQLite's lock.
+    """
+
+    def __init__(self, engine: Engine, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.engine = engine
+        self.timeout_s = timeout_s
         self._reader = sessionmaker(engine, expire_on_commit=False)
         # On SQLite a writer takes the write lock at BEGIN, so two writers queue on the busy
         # timeout instead of one failing when it upgrades a read lock.
         self._write_engine = engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a writer that finds the lock taken polls for it
-        # with sleeps of 1, 2, 5, 10... ms. Writers of this process queue on a lock instead,
-        # and the next one starts the moment the previous one commits; the busy timeout is
-        # left for writers in other processes (the CLI, another service).
-        self._write_turn: AbstractContextManager[object] = (
-            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
-        self._keep_writer = engine.dialect.name == "sqlite"
-        self._kept_writer: PoolProxiedConnection | None = None
-        """On SQLite, the connection `insert_rows` keeps checked out between parts (guarded
-        by `_write_turn`)."""
+        # with sleeps of 1, 2, 5, 10... ms (a p99 of 20-55 ms instead of 7 ms per part with
+        # four threads writing). Writers of this process queue on a lock instead, held only
+        # for the write's transaction; the busy timeout is left for writers in other
+        # processes (the CLI, another service).
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def url(self) -> str:
@@ -69,68 +75,39 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session in one transaction: committed if the block ends normally, otherwise
-        rolled back entirely."""
-        with self._write_turn, self._writer() as session, session.begin():
+        rolled back entirely. `OperationalError` if the database stays locked or does not
+        answer for `timeout_s`."""
+        with self._write_turn() as options, self._writer() as session, session.begin():
+            if options:
+                session.connection(execution_options=options)
             yield session
 
-    def insert_rows(self, rows: Sequence[tuple[Table, Sequence[dict[str, Any]]]]) -> None:
-        """Insert `rows` (table, values of each row) in one transaction, on the driver itself.
-
-        For the per-part insert: SQLAlchemy's execution layer costs more than the SQL there.
-        Each statement is compiled once per table, columns and dialect, and each value goes
-        through its column type's bind processor, the conversion SQLAlchemy itself applies,
-        so the rows read back through SQLAlchemy as if it had written them. Python-side
-        column defaults are not applied: values that leave out such a column, or name no
-        column, are refused (`ValueError`); a column without one that is left out is NULL.
-        Driver errors come out as SQLAlchemy's (`IntegrityError`, `OperationalError`, ...);
-        on any error nothing is written.
-        """
-        dialect = self.engine.dialect
-        dbapi = dialect.loaded_dbapi
-        with self._write_turn:
-            raw = self._insert_connection()
-            cursor = None
-            statement = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
-            try:
-                cursor = raw.cursor()
-                if statement is not None:
-                    cursor.execute(statement)
-                for table, values in rows:
-                    if values:
-                        prepared = _prepared_insert(dialect, table, tuple(values[0]))
-                        statement = prepared.sql
-                        cursor.executemany(statement, prepared.parameters(values))
-                raw.commit()
-            except BaseException as error:
-                rolled_back = _rollback(raw)
-                disconnect = isinstance(error, dbapi.Error) and dialect.is_disconnect(
-                    error, raw.dbapi_connection, cursor
-                )
-                if disconnect or not rolled_back:  # the connection is no longer usable
-                    raw.invalidate(error if isinstance(error, Exception) else None)
-                    if raw is self._kept_writer:
-                        self._kept_writer = None
-                if isinstance(error, dbapi.Error):
-                    raise DBAPIError.instance(
-                        statement, None, error, dbapi.Error, dialect=dialect
-                    ) from error
-                raise
-            finally:
-                if cursor is not None:
-                    with suppress(dbapi.Error):  # a dead connection's cursor: reported above
-                        cursor.close()
-                if raw is not self._kept_writer:
-                    raw.close()  # back to the pool (an invalidated one is discarded there)
-
-    def _insert_connection(self) -> PoolProxiedConnection:
-        """The DBAPI connection for one `insert_rows`. On SQLite, where writes take turns
-        anyway, one is checked out once and kept: a checkout and a return (with its reset)
-        per part cost more than the insert. Elsewhere, one from the pool per call."""
-        if not self._keep_writer:
-            return self.engine.raw_connection()
-        if self._kept_writer is None:
-            self._kept_writer = self.engine.raw_connection()
-        return self._kept_writer
+    @contextmanager
+    def _write_turn(self) -> Iterator[dict[str, Any]]:
+        """On SQLite, this process's turn to write, and the execution options that leave the
+        transaction the rest of `timeout_s`; elsewhere nothing to wait for."""
+        if self._write_lock is None:
+            yield {}
+            return
+        started = time.monotonic()
+        if not self._write_lock.acquire(timeout=self.timeout_s):
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError(
+                    f"database is locked: this service's other writes held it for "
+                    f"{self.timeout_s:g} s"
+                ),
+            )
+        try:
+            waited = time.monotonic() - started
+            if waited < _WAIT_UNNOTICED_S:
+                yield {}
+            else:
+                left_ms = max(1, round((self.timeout_s - waited) * 1000))
+                yield {BUSY_TIMEOUT_MS: left_ms}
+        finally:
+            self._write_lock.release()
 
     def ping(self) -> bool:
         """Whether the database answers now (for readiness checks)."""
@@ -143,10 +120,6 @@ class Database:
         return True
 
     def close(self) -> None:
-        with self._write_turn:
-            kept, self._kept_writer = self._kept_writer, None
-            if kept is not None:
-                kept.close()
         self.engine.dispose()
 
     def __enter__(self) -> Database:
@@ -156,71 +129,18 @@ class Database:
         self.close()
 
 
-class _PreparedInsert:
-    """An INSERT of some columns of a table, compiled for one dialect."""
-
-    def __init__(self, dialect: Dialect, table: Table, columns: tuple[str, ...]) -> None:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
-        self.sql = compiled.string
-        order = list(compiled.positiontup) if compiled.positiontup is not None else None
-        names = order if order is not None else list(compiled.binds)
-        unknown, missing = sorted(set(columns) - set(names)), sorted(set(names) - set(columns))
-        if unknown:
-            raise ValueError(f"insert into {table.name}: no column {', '.join(unknown)}")
-        if missing:
-            raise ValueError(
-                f"insert into {table.name}: the values leave out {', '.join(missing)}, which "
-                "have Python-side defaults; give them values"
-            )
-        types = {column.key: column.type for column in table.columns}
-        self._pairs = [
-            (name, types[name].dialect_impl(dialect).bind_processor(dialect)) for name in names
-        ]
-        """Each parameter's column name and bind processor (None: the value goes as is)."""
-        self._positional = order is not None
-
-    def parameters(
-        self, rows: Sequence[dict[str, Any]]
-    ) -> Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]:
-        """The driver's parameters for `rows`: converted values in the statement's order (or
-        by name, for drivers with named parameters)."""
-        pairs = self._pairs
-        if self._positional:
-            return [
-                tuple(
-                    row[name] if process is None else process(row[name]) for name, process in pairs
-                )
-                for row in rows
-            ]
-        return [
-            {name: row[name] if process is None else process(row[name]) for name, process in pairs}
-            for row in rows
-        ]
-
-
-@functools.lru_cache(maxsize=64)
-def _prepared_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _PreparedInsert:
-    return _PreparedInsert(dialect, table, columns)
-
-
-def _rollback(raw: Any) -> bool:
-    """Roll back after a failed insert; False if that failed too (the connection is then
-    discarded)."""
-    try:
-        raw.rollback()
-    except Exception:  # the original error is the one to report
-        log.warning("rollback after a failed insert failed", exc_info=True)
-        return False
-    return True
-
-
-def open_database(url: str | URL, *, migrate: bool = True) -> Database:
-    """Open the database at `url` and migrate it to the latest schema.
+def open_database(
+    url: str | URL, *, migrate: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Database:
+    """Open the database at `url` and migrate it to the latest schema (unless `migrate` is
+    False). No later call waits much longer than `timeout_s` for the database (see
+    `make_engine`): a slow, locked or vanished database fails it with SQLAlchemy's
+    `OperationalError`. Migrations themselves run without a statement or lock timeout.
 
     Raises `DefectLensError` naming the URL (without its password) if the server cannot be
-    reached, `InputError` if the URL is malformed.
+    reached, `InputError` if the URL or the timeout is not usable.
     """
-    engine = make_engine(url)
+    engine = make_engine(url, timeout_s=timeout_s)
     try:
         check_reachable(engine)
         if migrate:
@@ -229,4 +149,4 @@ def open_database(url: str | URL, *, migrate: bool = True) -> Database:
         engine.dispose()
         raise
     log.info("result store: %s (%s)", safe_url(engine.url), engine.dialect.name)
-    return Database(engine)
+    return Database(engine, timeout_s)

@@ -19,7 +19,8 @@ from defectlens.inference.store.connect import BEGIN_MODE, check_reachable, make
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
-_PG_LOCK_KEY = 0x6465666563746C  # "defectl": one migrator at a time on a shared server
+MIGRATION_LOCK = 0x6465666563746C
+"""PostgreSQL advisory lock key ('defectl'): one migrator at a time on a shared server."""
 
 
 def alembic_config() -> Config:
@@ -46,7 +47,11 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     connect = engine.connect().execution_options(**{BEGIN_MODE: "IMMEDIATE"})
     with connect as connection, connection.begin():
         if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            # A migration takes as long as its tables need (an index on millions of rows),
+            # and waits for the services already running to let go of them.
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

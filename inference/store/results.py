@@ -9,8 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy import ColumnElement, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from defectlens.errors import InputError
 from defectlens.inference.store.checks import check_values
@@ -62,9 +63,8 @@ class ResultStore:
         """
         rows = result_rows(result, images, sinks)
         try:
-            # The parent first (its children reference it), each child table in one
-            # executemany, on the driver: this is the per-part path (`Database.insert_rows`).
-            self.db.insert_rows(rows)
+            with self.db.write() as session:
+                insert_rows(session, rows)
         except IntegrityError as error:
             if self.get_result(result.result_id) is not None:
                 raise ResultExists(
@@ -144,6 +144,14 @@ class ResultStore:
             for verdict, count in session.execute(query):
                 counts[verdict] = int(count)
         return {**counts, "total": sum(counts.values())}
+
+
+def insert_rows(session: Session, rows: list[tuple[Table, list[dict[str, Any]]]]) -> None:
+    """Insert `result_rows`' rows in the transaction of `session`: the parent first (its
+    children reference it), each child table in one executemany."""
+    for table, values in rows:
+        if values:
+            session.execute(insert(table), values)
 
 
 def result_rows(

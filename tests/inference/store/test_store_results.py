@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 from store_factories import DEFECTS, T0, make_result
 
 from defectlens.errors import InputError
 from defectlens.inference.store import Database, ResultExists, Store, StoredImage, open_database
-from defectlens.inference.store.results import result_rows
+from defectlens.inference.store.results import insert_rows, result_rows
 from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
 from defectlens.result import InspectionResult
 
@@ -139,30 +138,28 @@ def test_invalid_fields_write_nothing(store: Store, db: Database) -> None:
 
 
 def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) -> None:
-    # insert_rows is the per-part write on the driver itself: a failure in a later table
-    # (here a defect of a result that does not exist) must undo the rows before it, and come
-    # out as SQLAlchemy's error, as on every other write path.
+    # A failure in a later table (here a defect of a result that does not exist) undoes the
+    # rows before it.
     parent = result_rows(make_result(5), (), ())[0]
     orphan = result_rows(make_result(7, verdict="NG", defects=DEFECTS), (), ())[1]
-    with pytest.raises(IntegrityError):
-        db.insert_rows([parent, orphan])
+    with pytest.raises(IntegrityError), db.write() as session:
+        insert_rows(session, [parent, orphan])
     assert counts(db)["results"] == 0
-    db.insert_rows([parent])  # the connection is usable again and the parent alone goes in
+    with db.write() as session:  # the connection is usable again
+        insert_rows(session, [parent])
     assert counts(db)["results"] == 1
 
 
-def test_sqlite_keeps_one_writer_that_holds_no_lock_between_parts(tmp_path: Path) -> None:
+def test_sqlite_holds_no_connection_or_lock_between_parts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     service, other = open_database(url), open_database(url)  # e.g. the CLI beside the service
     try:
         mine, theirs = Store(service), Store(other)
         mine.save_result(make_result(1))
-        kept = service._kept_writer
-        assert kept is not None and service.engine.pool.checkedout() == 1
+        assert service.engine.pool.checkedout() == 0
         second = make_result(2)
-        theirs.save_result(second)  # not locked out by the writer kept between parts
+        theirs.save_result(second)  # not locked out by the service
         mine.save_result(make_result(3))
-        assert service._kept_writer is kept and service.engine.pool.checkedout() == 1
         with pytest.raises(ResultExists):  # written through the other connection, seen here
             mine.save_result(second)
         assert [r.serial for r in theirs.list_results(limit=10)[0]] == [
@@ -170,59 +167,10 @@ def test_sqlite_keeps_one_writer_that_holds_no_lock_between_parts(tmp_path: Path
             "SN00002",
             "SN00001",
         ]
+        assert service.engine.pool.checkedout() == 0
     finally:
         service.close()
         other.close()
-    assert service.engine.pool.checkedout() == 0
-
-
-def test_a_broken_kept_writer_fails_one_part_and_is_replaced(tmp_path: Path) -> None:
-    db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
-    try:
-        store = Store(db)
-        store.save_result(make_result(1))
-        assert db._kept_writer is not None
-        db._kept_writer.dbapi_connection.close()  # type: ignore[union-attr]
-        with pytest.raises(ProgrammingError, match="closed database"):
-            store.save_result(make_result(2))
-        store.save_result(make_result(3))  # a fresh connection; nothing of part 2 was kept
-        assert [r.serial for r in store.list_results(limit=10)[0]] == ["SN00003", "SN00001"]
-    finally:
-        db.close()
-
-
-def test_a_part_locked_out_by_another_writer_fails_alone(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    db = open_database(f"sqlite:///{path}")
-    blocker = sqlite3.connect(path, isolation_level=None)
-    try:
-        store = Store(db)
-        store.save_result(make_result(1))
-        assert db._kept_writer is not None
-        db._kept_writer.dbapi_connection.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
-        blocker.execute("BEGIN IMMEDIATE")  # e.g. a long write from another process
-        with pytest.raises(OperationalError, match="locked"):
-            store.save_result(make_result(2))
-        blocker.execute("ROLLBACK")
-        store.save_result(make_result(3))  # the kept writer carries on
-        assert [r.serial for r in store.list_results(limit=10)[0]] == ["SN00003", "SN00001"]
-    finally:
-        blocker.close()
-        db.close()
-
-
-def test_insert_rows_refuses_a_skipped_default_or_an_unknown_column(db: Database) -> None:
-    # SQLAlchemy fills such columns (images.labeled, images.created_at) when it executes;
-    # the driver would not, so the insert names them or is refused, and writes nothing.
-    result = make_result(6)
-    parent, _, (images, [image]), _ = result_rows(result, [("image", "a.png", 1)], ())
-    skipped = {k: v for k, v in image.items() if k not in ("created_at", "labeled")}
-    with pytest.raises(ValueError, match=r"created_at.*labeled"):
-        db.insert_rows([parent, (images, [skipped])])
-    misnamed = {**parent[1][0], "serial_no": "S1"}
-    with pytest.raises(ValueError, match="no column serial_no"):
-        db.insert_rows([(parent[0], [misnamed])])
-    assert counts(db)["results"] == 0
 
 
 def test_verdict_counts_by_station_and_time(store: Store) -> None:
