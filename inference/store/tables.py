@@ -155,6 +155,7 @@ class ResultRow(Base):
         Index("ix_results_serial", "serial"),
         Index("ix_results_verdict", "verdict"),
         Index("ix_results_received_at", "received_at"),
+        Index("uq_results_station_idempotency_key", "station", "idempotency_key", unique=True),
     )
 
     result_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -173,6 +174,9 @@ class ResultRow(Base):
     timings_ms: Mapped[dict[str, Any]] = mapped_column()
     image_url: Mapped[str | None] = mapped_column(Text)
     heatmap_url: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    """The client's key for this part, if it sent one: a retry with the same key at the same
+    station gets this result back instead of storing a second one."""
 
     defects: Mapped[list[ResultDefectRow]] = relationship(
         order_by="ResultDefectRow.id", cascade="all, delete-orphan", lazy="selectin"
@@ -203,7 +207,7 @@ class ImageRow(Base):
     __tablename__ = "images"
     __table_args__ = (
         CheckConstraint("kind IN ('image', 'heatmap')", name="kind"),
-        Index("ix_images_created_at", "created_at"),
+        Index("ix_images_instance_created_at", "instance", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -217,6 +221,9 @@ class ImageRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     labeled: Mapped[bool] = mapped_column(Boolean, default=False)
     """Set when a QA engineer labels the result; retention never deletes such an image."""
+    instance: Mapped[str] = mapped_column(String(64), server_default="default")
+    """The service instance that stored it, in its own image folder: services sharing one
+    database each apply retention to their own images only."""
 
 
 class LabelRow(Base):
@@ -275,6 +282,12 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column()
+    stations: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    """The stations the key may act on; NULL: every station."""
+    expires_at: Mapped[datetime | None] = mapped_column()
+    """After this the key is refused; NULL: it does not expire."""
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    """When it last let a caller in, to the minute (updated at most once a minute)."""
 
 
 class AuditLogRow(Base):

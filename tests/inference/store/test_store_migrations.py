@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -14,7 +15,7 @@ from sqlalchemy import inspect, text
 from defectlens.errors import DefectLensError, InputError
 from defectlens.inference.store import Database, open_database, upgrade
 from defectlens.inference.store.connect import make_engine
-from defectlens.inference.store.migrate import current_revision, head_revision
+from defectlens.inference.store.migrate import alembic_config, current_revision, head_revision
 from defectlens.inference.store.tables import Base
 
 TABLES = {
@@ -84,3 +85,50 @@ def test_unreachable_server_names_the_url_without_its_password() -> None:
 def test_malformed_url_is_an_input_error() -> None:
     with pytest.raises(InputError, match="not a SQLAlchemy URL"):
         open_database("no database here")
+
+
+def test_0002_keeps_existing_rows_and_goes_back(database_url: str) -> None:
+    # A database from before service instances, idempotency keys and scoped keys: its rows
+    # survive the upgrade as the default instance's, without a key, valid for every station.
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO results (result_id, verdict, score, threshold, station, "
+                    "received_at, model_name, model_version, timings_ms) VALUES ('R1', 'NG', "
+                    "0.9, 0.5, 'S1', '2026-11-26 08:00:00+00:00', 'm', 'v', '{}')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO images (result_id, kind, path, bytes, created_at, labeled) "
+                    "VALUES ('R1', 'image', 'a.png', 10, '2026-11-26 08:00:00+00:00', false)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (prefix, sha256, role, name, created_at) VALUES "
+                    "('0123abcd', :sha, 'line', 'plc', '2026-11-26 08:00:00+00:00')"
+                ),
+                {"sha": "0" * 64},
+            )
+        upgrade(database_url)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT instance FROM images")).all() == [("default",)]
+            assert connection.execute(text("SELECT idempotency_key FROM results")).all() == [
+                (None,)
+            ]
+            keys = connection.execute(text("SELECT stations, expires_at FROM api_keys")).all()
+            assert keys == [(None, None)]
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+        assert current_revision(engine) == "0001"
+        assert "instance" not in {c["name"] for c in inspect(engine).get_columns("images")}
+        upgrade(database_url)
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
