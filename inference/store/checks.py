@@ -13,6 +13,22 @@ from defectlens.errors import InputError
 from defectlens.inference.store.tables import Base
 
 INT32_MAX = 2**31 - 1
+MAX_IMAGE_PATH = 512
+"""The longest image path stored: it is indexed, and PostgreSQL's index entries are bounded."""
+
+
+def check_instance(instance: str) -> None:
+    """A service instance name as the image rows hold it."""
+    if not instance or not instance.strip():
+        raise InputError("service instance name is empty; give each service on the database one")
+    check_values(Base.metadata.tables["images"], {"instance": instance})
+
+
+def check_image_path(path: str) -> None:
+    if len(path) > MAX_IMAGE_PATH:
+        raise InputError(
+            f"image path {path[:40]}...: {len(path)} characters, at most {MAX_IMAGE_PATH}"
+        )
 
 
 def check_row(row: Base) -> None:

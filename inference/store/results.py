@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from defectlens.errors import InputError
-from defectlens.inference.store.checks import check_values
+from defectlens.inference.store.checks import check_image_path, check_values
 from defectlens.inference.store.database import Database
 from defectlens.inference.store.records import StoredImage
 from defectlens.inference.store.tables import (
@@ -49,6 +49,7 @@ class ResultStore:
     """Saving and reading inspection results."""
 
     db: Database
+    instance: str
 
     def save_result(
         self,
@@ -61,7 +62,7 @@ class ResultStore:
         Raises `ResultExists` if the result id is taken, `InputError` for a field the database
         cannot hold; in either case nothing is written.
         """
-        rows = result_rows(result, images, sinks)
+        rows = result_rows(result, images, sinks, self.instance)
         try:
             with self.db.write() as session:
                 insert_rows(session, rows)
@@ -158,8 +159,10 @@ def result_rows(
     result: InspectionResult,
     images: Iterable[StoredImage | tuple[str, str | Path, int]],
     sinks: Iterable[str],
+    instance: str,
 ) -> list[tuple[Table, list[dict[str, Any]]]]:
-    """The rows `save_result` inserts, table by table in insertion order, each checked."""
+    """The rows `save_result` inserts, table by table in insertion order, each checked; the
+    image rows carry the service `instance`."""
     result_id = result.result_id
     defects = []
     for defect in result.defects:
@@ -182,6 +185,7 @@ def result_rows(
             raise InputError(f"image kind {kind!r}: expected one of {', '.join(IMAGE_KINDS)}")
         if size < 0:
             raise InputError(f"image {path}: size {size} bytes is negative")
+        check_image_path(str(path))
         image_rows.append(
             {
                 "result_id": result_id,
@@ -190,6 +194,7 @@ def result_rows(
                 "bytes": size,
                 "created_at": result.received_at,
                 "labeled": False,
+                "instance": instance,
             }
         )
     outbox = []

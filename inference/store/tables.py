@@ -35,6 +35,8 @@ ROLES = ("line", "qa", "manager", "admin")
 `admin` manages keys and settings."""
 
 IMAGE_KINDS = ("image", "heatmap")
+DEFAULT_INSTANCE = "default"
+"""The service instance a store is unless told otherwise (and that of rows from before)."""
 VERDICTS = ("OK", "NG")
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -208,6 +210,7 @@ class ImageRow(Base):
     __table_args__ = (
         CheckConstraint("kind IN ('image', 'heatmap')", name="kind"),
         Index("ix_images_instance_created_at", "instance", "created_at"),
+        Index("ix_images_instance_path", "instance", "path"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -221,7 +224,7 @@ class ImageRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     labeled: Mapped[bool] = mapped_column(Boolean, default=False)
     """Set when a QA engineer labels the result; retention never deletes such an image."""
-    instance: Mapped[str] = mapped_column(String(64), server_default="default")
+    instance: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_INSTANCE)
     """The service instance that stored it, in its own image folder: services sharing one
     database each apply retention to their own images only."""
 

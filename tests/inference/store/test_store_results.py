@@ -140,8 +140,8 @@ def test_invalid_fields_write_nothing(store: Store, db: Database) -> None:
 def test_a_child_row_the_database_refuses_undoes_the_whole_insert(db: Database) -> None:
     # A failure in a later table (here a defect of a result that does not exist) undoes the
     # rows before it.
-    parent = result_rows(make_result(5), (), ())[0]
-    orphan = result_rows(make_result(7, verdict="NG", defects=DEFECTS), (), ())[1]
+    parent = result_rows(make_result(5), (), (), "default")[0]
+    orphan = result_rows(make_result(7, verdict="NG", defects=DEFECTS), (), (), "default")[1]
     with pytest.raises(IntegrityError), db.write() as session:
         insert_rows(session, [parent, orphan])
     assert counts(db)["results"] == 0

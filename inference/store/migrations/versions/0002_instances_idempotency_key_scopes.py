@@ -31,6 +31,8 @@ def upgrade() -> None:
         )
         images.drop_index("ix_images_created_at")
         images.create_index("ix_images_instance_created_at", ["instance", "created_at"])
+        # The orphan sweep asks which of a folder's files an instance's rows name.
+        images.create_index("ix_images_instance_path", ["instance", "path"])
     with op.batch_alter_table("results") as results:
         results.add_column(sa.Column("idempotency_key", sa.String(128), nullable=True))
         # NULL keys (parts sent without one) never collide, on SQLite and PostgreSQL alike.
@@ -52,6 +54,7 @@ def downgrade() -> None:
         results.drop_index("uq_results_station_idempotency_key")
         results.drop_column("idempotency_key")
     with op.batch_alter_table("images") as images:
+        images.drop_index("ix_images_instance_path")
         images.drop_index("ix_images_instance_created_at")
         images.create_index("ix_images_created_at", ["created_at"])
         images.drop_column("instance")
