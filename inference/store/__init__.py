@@ -16,7 +16,7 @@ from defectlens.inference.store.records import (
     Station,
     StoredImage,
 )
-from defectlens.inference.store.results import MAX_PAGE, ResultExists
+from defectlens.inference.store.results import MAX_PAGE, DuplicatePart, ResultExists
 from defectlens.inference.store.store import Store
 from defectlens.inference.store.tables import ROLES
 
@@ -27,6 +27,7 @@ __all__ = [
     "AuditEntry",
     "Database",
     "Deployment",
+    "DuplicatePart",
     "ModelVersion",
     "ResultExists",
     "Station",

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from defectlens.errors import InputError
+from defectlens.errors import Conflict, InputError
 from defectlens.inference.store.checks import check_image_path, check_values
 from defectlens.inference.store.database import Database
 from defectlens.inference.store.records import StoredImage
@@ -45,6 +45,16 @@ class ResultExists(InputError):
     """A result with this id is already stored (a retried request); nothing was written."""
 
 
+class DuplicatePart(Conflict):
+    """The station already has a result stored under this idempotency key: the client
+    retried a part whose answer it lost. Nothing was written; `existing` is the stored
+    result, the answer the client should get again."""
+
+    def __init__(self, message: str, existing: InspectionResult) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 class ResultStore:
     """Saving and reading inspection results."""
 
@@ -56,17 +66,31 @@ class ResultStore:
         result: InspectionResult,
         images: Iterable[StoredImage | tuple[str, str | Path, int]] = (),
         sinks: Iterable[str] = (),
+        idempotency_key: str | None = None,
     ) -> None:
         """Store a result with its defects, image rows and one outbox row per sink, atomically.
 
-        Raises `ResultExists` if the result id is taken, `InputError` for a field the database
-        cannot hold; in either case nothing is written.
+        `idempotency_key`, the client's key for the part, makes a retry safe: if the station
+        already has a result under it, `DuplicatePart` carries that result, also when two
+        retries race (the database's unique index decides which is first). Raises
+        `ResultExists` if the result id is taken, `InputError` for a field the database
+        cannot hold; in each case nothing is written.
         """
-        rows = result_rows(result, images, sinks, self.instance)
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise InputError("idempotency key is empty; send a non-empty key or none")
+        rows = result_rows(result, images, sinks, self.instance, idempotency_key)
         try:
             with self.db.write() as session:
                 insert_rows(session, rows)
         except IntegrityError as error:
+            if idempotency_key is not None:
+                existing = self.find_result_by_idempotency_key(result.station, idempotency_key)
+                if existing is not None:
+                    raise DuplicatePart(
+                        f"station {result.station}: idempotency key {idempotency_key!r} is "
+                        f"already stored as result {existing.result_id}; nothing was written",
+                        existing,
+                    ) from error
             if self.get_result(result.result_id) is not None:
                 raise ResultExists(
                     f"result {result.result_id} is already stored; nothing was written"
@@ -84,6 +108,16 @@ class ResultStore:
     def get_result(self, result_id: str) -> InspectionResult | None:
         with self.db.read() as session:
             row = session.get(ResultRow, result_id)
+            return None if row is None else _inspection_result(row)
+
+    def find_result_by_idempotency_key(self, station: str, key: str) -> InspectionResult | None:
+        """The result the station stored under the client's idempotency key, if any."""
+        with self.db.read() as session:
+            row = session.scalars(
+                select(ResultRow).where(
+                    ResultRow.station == station, ResultRow.idempotency_key == key
+                )
+            ).first()
             return None if row is None else _inspection_result(row)
 
     def list_results(
@@ -160,6 +194,7 @@ def result_rows(
     images: Iterable[StoredImage | tuple[str, str | Path, int]],
     sinks: Iterable[str],
     instance: str,
+    idempotency_key: str | None = None,
 ) -> list[tuple[Table, list[dict[str, Any]]]]:
     """The rows `save_result` inserts, table by table in insertion order, each checked; the
     image rows carry the service `instance`."""
@@ -214,7 +249,7 @@ def result_rows(
             for sink in sink_names
         ]
     rows: list[tuple[Table, list[dict[str, Any]]]] = [
-        (_RESULTS, [_result_values(result)]),
+        (_RESULTS, [{**_result_values(result), "idempotency_key": idempotency_key}]),
         (_DEFECTS, defects),
         (_IMAGES, image_rows),
         (_OUTBOX, outbox),

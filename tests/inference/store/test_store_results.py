@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,7 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from store_factories import DEFECTS, T0, make_result
 
 from defectlens.errors import InputError
-from defectlens.inference.store import Database, ResultExists, Store, StoredImage, open_database
+from defectlens.inference.store import (
+    Database,
+    DuplicatePart,
+    ResultExists,
+    Store,
+    StoredImage,
+    open_database,
+)
 from defectlens.inference.store.results import insert_rows, result_rows
 from defectlens.inference.store.tables import ImageRow, OutboxRow, ResultDefectRow, ResultRow
 from defectlens.result import InspectionResult
@@ -201,3 +209,70 @@ def test_concurrent_writers_lose_nothing(store: Store, db: Database) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(save, [results[i::6] for i in range(6)]))
     assert counts(db) == {"results": 60, "result_defects": 120, "images": 60, "outbox": 0}
+
+
+def test_a_retried_part_gets_the_stored_result_back(store: Store, db: Database) -> None:
+    first = make_result(1, verdict="NG", defects=DEFECTS)
+    store.save_result(first, images=[("image", "a.png", 10)], sinks=["mqtt"], idempotency_key="K1")
+    before = counts(db)
+    retry = make_result(2)  # the retry is inspected again: a new id, maybe another verdict
+    with pytest.raises(DuplicatePart, match="K1") as caught:
+        store.save_result(retry, images=[("image", "b.png", 10)], idempotency_key="K1")
+    assert caught.value.existing == first
+    assert isinstance(caught.value, InputError)
+    assert counts(db) == before and store.get_result(retry.result_id) is None
+    assert store.find_result_by_idempotency_key("S1", "K1") == first
+    assert store.find_result_by_idempotency_key("S1", "K2") is None
+    assert store.find_result_by_idempotency_key("S2", "K1") is None
+    # the key is the station's: another station may use it; parts without a key never clash
+    store.save_result(make_result(3, station="S2"), idempotency_key="K1")
+    store.save_result(make_result(4))
+    store.save_result(make_result(5))
+    assert counts(db)["results"] == 4
+    with pytest.raises(InputError, match="empty"):
+        store.save_result(make_result(6), idempotency_key=" ")
+    with pytest.raises(InputError, match=r"results\.idempotency_key"):
+        store.save_result(make_result(7), idempotency_key="k" * 129)
+    # a retry of the very same result id with its key is the duplicate part, too
+    with pytest.raises(DuplicatePart):
+        store.save_result(first, idempotency_key="K1")
+
+
+def test_two_retries_racing_store_one_result(db: Database) -> None:
+    # The first retry's transaction has inserted but not committed when the second inserts:
+    # the database's unique index holds the second until the first commits, then refuses it,
+    # and the second caller gets the first's result.
+    store = Store(db)
+    winner, loser = make_result(1, verdict="NG"), make_result(2)
+    other = open_database(db.engine.url, migrate=False)  # the other retry's connection
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            with other.write() as session:
+                insert_rows(session, result_rows(winner, (), (), "default", "K1"))
+                racing = pool.submit(store.save_result, loser, idempotency_key="K1")
+                time.sleep(0.5)
+                assert not racing.done()  # waiting for the first to commit or roll back
+            with pytest.raises(DuplicatePart) as caught:
+                racing.result(timeout=10)
+    finally:
+        other.close()
+    assert caught.value.existing == winner
+    assert counts(db)["results"] == 1
+
+
+def test_many_retries_at_once_store_one_result(store: Store, db: Database) -> None:
+    parts = [make_result(n) for n in range(8)]
+
+    def save(part: InspectionResult) -> str:
+        images = [("image", f"{part.result_id}.png", 1)]
+        try:
+            store.save_result(part, images=images, idempotency_key="retry-me")
+        except DuplicatePart as duplicate:
+            return duplicate.existing.result_id
+        return part.result_id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(save, parts))
+    assert counts(db) == {"results": 1, "result_defects": 0, "images": 1, "outbox": 0}
+    stored = store.find_result_by_idempotency_key("S1", "retry-me")
+    assert stored is not None and answers == [stored.result_id] * 8
