@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     create.add_argument("--role", required=True, choices=ROLE_CHOICES)
     create.add_argument("--name", help="who or what uses it, e.g. line1-plc (default: the role)")
-    create.set_defaults(handler=_keys_create)
-    keys_commands.add_parser("list", help="every key (never the key itself)").set_defaults(
-        handler=_keys_list
+    create.add_argument(
+        "--station",
+        action="append",
+        dest="stations",
+        metavar="STATION",
+        help="limit the key to this station; repeat for several (default: every station)",
     )
+    create.add_argument(
+        "--expires-in-days",
+        type=float,
+        metavar="DAYS",
+        help="the key stops working after this many days (default: never)",
+    )
+    create.set_defaults(handler=_keys_create)
+    keys_commands.add_parser(
+        "list", help="every key with its stations, expiry and last use (never the key itself)"
+    ).set_defaults(handler=_keys_list)
     revoke = keys_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id", metavar="ID", type=int)
     revoke.set_defaults(handler=_keys_revoke)
@@ -178,8 +192,24 @@ def _models_rollback(args: argparse.Namespace) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    key_id, key = _store().create_key(args.role, args.name or args.role, actor="cli")
-    print(f"created API key {key_id} (role {args.role}); it is shown only now:")
+    expires_at = None
+    if args.expires_in_days is not None:
+        if not 0 < args.expires_in_days <= 36500:
+            raise InputError(
+                f"--expires-in-days {args.expires_in_days:g}: give a number of days above 0 "
+                "and at most 36500, or leave it out for a key that does not expire"
+            )
+        expires_at = datetime.now(UTC) + timedelta(days=args.expires_in_days)
+    key_id, key = _store().create_key(
+        args.role,
+        args.name or args.role,
+        actor="cli",
+        stations=args.stations,
+        expires_at=expires_at,
+    )
+    scope = f"stations {', '.join(args.stations)}" if args.stations else "every station"
+    until = f", expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    print(f"created API key {key_id} (role {args.role}, {scope}{until}); it is shown only now:")
     print(key)
     return EXIT_OK
 
@@ -189,14 +219,22 @@ def _keys_list(args: argparse.Namespace) -> int:
     if not keys:
         print("no API keys; `defectlens keys create --role ROLE`")
         return EXIT_OK
-    print(f"{'id':>4}  {'prefix':<9} {'role':<8} {'name':<24} {'created':<20} revoked")
+    print(
+        f"{'id':>4}  {'prefix':<9} {'role':<8} {'name':<24} {'created':<17} {'expires':<17} "
+        f"{'last used':<17} {'revoked':<17} stations"
+    )
     for key in keys:
-        revoked = f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-"
+        stations = ", ".join(key.stations) if key.stations is not None else "all"
         print(
             f"{key.id:>4}  {key.prefix:<9} {key.role:<8} {key.name:<24} "
-            f"{key.created_at:%Y-%m-%d %H:%M}{'':<4} {revoked}"
+            f"{_minute(key.created_at):<17} {_minute(key.expires_at):<17} "
+            f"{_minute(key.last_used_at):<17} {_minute(key.revoked_at):<17} {stations}"
         )
     return EXIT_OK
+
+
+def _minute(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "-"
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from defectlens.inference.store.records import (
     ModelVersion,
     Station,
     StoredImage,
+    VerifiedKey,
 )
 from defectlens.inference.store.results import MAX_PAGE, DuplicatePart, ResultExists
 from defectlens.inference.store.store import Store
@@ -33,6 +34,7 @@ __all__ = [
     "Station",
     "Store",
     "StoredImage",
+    "VerifiedKey",
     "new_result_id",
     "open_database",
     "upgrade",

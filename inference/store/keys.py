@@ -11,22 +11,26 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from defectlens.errors import InputError
 from defectlens.inference.store.audit import record_audit
 from defectlens.inference.store.checks import check_row
 from defectlens.inference.store.database import Database
-from defectlens.inference.store.records import ApiKey
-from defectlens.inference.store.tables import ROLES, ApiKeyRow, utc_now
+from defectlens.inference.store.records import ApiKey, VerifiedKey
+from defectlens.inference.store.tables import ROLES, ApiKeyRow, StationRow, to_utc, utc_now
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "dl"
 _PREFIX_HEX_DIGITS = 8
 _DUMMY_SHA256 = "0" * 64
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+"""A key's last use is recorded to this: no write per request."""
 
 
 def new_key() -> tuple[str, str]:
@@ -61,10 +65,28 @@ class KeyStore:
 
     db: Database
 
-    def create_key(self, role: str, name: str, actor: str = "cli") -> tuple[int, str]:
-        """A new key for `role`: its id and the plaintext, which is shown once and not stored."""
+    def create_key(
+        self,
+        role: str,
+        name: str,
+        actor: str = "cli",
+        stations: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[int, str]:
+        """A new key for `role`: its id and the plaintext, which is shown once and not stored.
+
+        `stations` limits the key to those stations (None: every station); `expires_at`
+        (timezone-aware, or naive UTC) is when it stops working (None: never). `InputError`
+        for an unknown role, an empty or invalid station list, or an expiry not in the future.
+        """
         if role not in ROLES:
             raise InputError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        scope = _station_scope(stations)
+        expiry = None if expires_at is None else to_utc(expires_at)
+        if expiry is not None and expiry <= utc_now():
+            raise InputError(
+                f"key expiry {expiry.isoformat()} is not in the future; give a later time"
+            )
         for _attempt in range(3):
             prefix, plaintext = new_key()
             row = ApiKeyRow(
@@ -73,6 +95,8 @@ class KeyStore:
                 role=role,
                 name=name,
                 created_at=utc_now(),
+                stations=scope,
+                expires_at=expiry,
             )
             check_row(row)
             try:
@@ -84,16 +108,25 @@ class KeyStore:
                         actor,
                         "key.create",
                         f"key:{row.id}",
-                        {"role": role, "name": name, "prefix": prefix},
+                        {
+                            "role": role,
+                            "name": name,
+                            "prefix": prefix,
+                            "stations": scope,
+                            "expires_at": None if expiry is None else expiry.isoformat(),
+                        },
                     )
                     return row.id, plaintext
             except IntegrityError:  # the random prefix was taken: draw another
                 log.info("API key prefix %s taken; drawing another", prefix)
         raise RuntimeError("could not draw an unused API key prefix in three tries")
 
-    def verify_key(self, plaintext: str) -> tuple[int, str] | None:
-        """(key id, role) for a valid, unrevoked key; None otherwise. The hash comparison
-        takes the same time whether or not the prefix exists."""
+    def verify_api_key(self, plaintext: str, now: datetime | None = None) -> VerifiedKey | None:
+        """The key's identity and scope if it is valid at `now` (default: now); None for a
+        malformed, unknown, revoked or expired key, which is logged as a warning with the
+        key's prefix (never the key). The hash comparison takes the same time whether or not
+        the prefix exists. The key's `last_used_at` is written at most once a minute."""
+        moment = utc_now() if now is None else to_utc(now)
         prefix = key_prefix(plaintext)
         with self.db.read() as session:
             row = (
@@ -101,11 +134,45 @@ class KeyStore:
                 if prefix is not None
                 else None
             )
-            stored = row.sha256 if row is not None else _DUMMY_SHA256
-            matches = hashes_match(plaintext, stored)
-            if row is None or not matches or row.revoked_at is not None:
+            matches = hashes_match(plaintext, row.sha256 if row is not None else _DUMMY_SHA256)
+            refused = _refusal(prefix, row if matches else None, moment)
+            if refused is not None or row is None:
+                log.warning(
+                    "API key refused: %s (prefix %s)",
+                    refused,
+                    prefix or "-",
+                    extra={"key_prefix": prefix, "reason": refused},
+                )
                 return None
-            return row.id, row.role
+            verified, last_used = VerifiedKey.of(row), row.last_used_at
+        if last_used is None or moment - last_used >= LAST_USED_RESOLUTION:
+            self._mark_used(verified.id, moment)
+        return verified
+
+    def verify_key(self, plaintext: str) -> tuple[int, str] | None:
+        """(key id, role) of a valid key, else None: `verify_api_key` without the scope.
+        Kept while callers move to `verify_api_key`; it goes once none calls it."""
+        verified = self.verify_api_key(plaintext)
+        return None if verified is None else (verified.id, verified.role)
+
+    def _mark_used(self, key_id: int, moment: datetime) -> None:
+        """Record that the key let a caller in, unless another service did within the
+        minute. Bookkeeping only: a database too busy for it does not refuse the key."""
+        try:
+            with self.db.write() as session:
+                session.execute(
+                    update(ApiKeyRow)
+                    .where(
+                        ApiKeyRow.id == key_id,
+                        or_(
+                            ApiKeyRow.last_used_at.is_(None),
+                            ApiKeyRow.last_used_at <= moment - LAST_USED_RESOLUTION,
+                        ),
+                    )
+                    .values(last_used_at=moment)
+                )
+        except OperationalError:
+            log.warning("API key %d: its last use could not be recorded", key_id, exc_info=True)
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included (they show their `revoked_at`)."""
@@ -123,3 +190,33 @@ class KeyStore:
                 record_audit(session, actor, "key.revoke", f"key:{row.id}", {"prefix": row.prefix})
             session.flush()
             return ApiKey.of(row)
+
+
+def _station_scope(stations: Sequence[str] | None) -> list[str] | None:
+    """The stations a key is limited to, each once, in the order given; None: every one."""
+    if stations is None:
+        return None
+    if isinstance(stations, str):
+        raise InputError(f"stations {stations!r}: give a list of station ids")
+    scope = list(dict.fromkeys(stations))
+    if not scope:
+        raise InputError("stations: give at least one station, or none to allow every station")
+    for station in scope:
+        if not station or not station.strip():
+            raise InputError("stations: a station id is empty")
+        check_row(StationRow(id=station))
+    return scope
+
+
+def _refusal(prefix: str | None, row: ApiKeyRow | None, moment: datetime) -> str | None:
+    """Why a presented key is refused at `moment` (None: it is valid); `row` is the stored
+    key it matches, if any."""
+    if prefix is None:
+        return "malformed"
+    if row is None:
+        return "unknown"
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= moment:
+        return "expired"
+    return None

@@ -98,10 +98,43 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    stations: tuple[str, ...] | None
+    """The stations it may act on; None: every station."""
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    """When it last let a caller in, to the minute; None: never."""
 
     @classmethod
     def of(cls, row: ApiKeyRow) -> ApiKey:
-        return cls(row.id, row.prefix, row.role, row.name, row.created_at, row.revoked_at)
+        return cls(
+            row.id,
+            row.prefix,
+            row.role,
+            row.name,
+            row.created_at,
+            row.revoked_at,
+            None if row.stations is None else tuple(row.stations),
+            row.expires_at,
+            row.last_used_at,
+        )
+
+
+@dataclass(frozen=True)
+class VerifiedKey:
+    """A presented key that is valid now: who it is and what it may do."""
+
+    id: int
+    role: str
+    name: str
+    stations: tuple[str, ...] | None
+    """The stations it may act on; None: every station."""
+    expires_at: datetime | None
+    """When it stops being valid (None: never); a cache of verified keys must not outlive it."""
+
+    @classmethod
+    def of(cls, row: ApiKeyRow) -> VerifiedKey:
+        stations = None if row.stations is None else tuple(row.stations)
+        return cls(row.id, row.role, row.name, stations, row.expires_at)
 
 
 @dataclass(frozen=True)
