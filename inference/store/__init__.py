@@ -1,8 +1,12 @@
 """The result store: SQL tables, Alembic migrations and the transactions the service calls.
 
-db = open_database(settings.resolved_database_url)   # migrated to the latest schema
-store = Store(db)
-store.save_result(result, images=[StoredImage("image", "2026/11/26/ID.png", 48211)])
+db = open_database(settings.resolved_database_url, timeout_s=4.0)  # migrated to the latest
+store = Store(db, instance="line1")      # its image rows; retention and the sweep go by them
+store.save_result(
+    result,
+    images=[StoredImage("image", "2026/11/26/ID.png", 48211)],
+    idempotency_key=key,                 # a retry raises DuplicatePart(.existing=stored result)
+)
 """
 
 from defectlens.inference.store.database import Database, open_database
