@@ -51,6 +51,9 @@ class Calibration(_Strict):
     """Normalised score = sigmoid((raw - raw_threshold) / scale)."""
     validation: dict[str, int] = Field(default_factory=dict)
     """Counts of the images the threshold was chosen on (good, defective)."""
+    warnings: list[str] = Field(default_factory=list)
+    """What the calibration could not do as asked (a policy that fell back to target_frr,
+    a target too few good images can resolve), each with what to do."""
 
 
 class ModelCard(_Strict):

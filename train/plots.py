@@ -1,10 +1,12 @@
 """Evaluation plots for the training report: ROC curve, score histograms per defect type, and
-heat-map overlays. Each function writes one PNG (Agg backend, no display) and returns its path."""
+heat-map overlays of the parts the model got wrong. Each function writes PNGs (Agg backend, no
+display) and returns their paths."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +43,70 @@ _NG_COLOURS = [
     "#17becf",
 ]
 _DPI = 110
+
+MISSED = "Missed defective parts"
+"""The panel of defective parts the model passed (verdict OK); the report's heading."""
+FALSELY_REJECTED = "Falsely rejected good parts"
+"""The panel of good parts the model failed (verdict NG); the report's heading."""
+WRONG_SHOWN = 8
+"""At most this many parts a panel: the most confidently wrong ones."""
+
+
+@dataclass(frozen=True)
+class InspectedPart:
+    """One evaluated part as the wrong-verdict panels draw it."""
+
+    name: str
+    """What the panel calls it, e.g. "scratch 017.png"."""
+    defective: bool
+    score: float
+    image: npt.NDArray[np.uint8]
+    """HxW or HxWx3, as the model saw it."""
+    anomaly_map: npt.NDArray[np.floating]
+    """HxW in [0, 1]."""
+    mask: npt.NDArray[np.bool_] | None = None
+
+
+def wrong_verdicts(
+    parts: Sequence[InspectedPart], threshold: float
+) -> tuple[list[InspectedPart], list[InspectedPart]]:
+    """(missed, falsely rejected) at `threshold` (a score at or above it is NG): defective
+    parts scored below it, lowest first, and good parts at or above it, highest first; the
+    parts the model is surest of and wrong about come first."""
+    missed = sorted((p for p in parts if p.defective and p.score < threshold), key=_score)
+    rejected = sorted(
+        (p for p in parts if not p.defective and p.score >= threshold), key=_score, reverse=True
+    )
+    return missed, rejected
+
+
+def _score(part: InspectedPart) -> float:
+    return part.score
+
+
+def plot_wrong_verdicts(
+    parts: Sequence[InspectedPart], threshold: float, folder: Path, shown: int = WRONG_SHOWN
+) -> dict[str, Path]:
+    """The `MISSED` and `FALSELY_REJECTED` panels (missed.png, falsely_rejected.png), each
+    with at most `shown` parts; a panel with no such part is not drawn (the report says so
+    in words rather than show other parts)."""
+    missed, rejected = wrong_verdicts(parts, threshold)
+    plots: dict[str, Path] = {}
+    for title, group, verdict, file_name in (
+        (MISSED, missed, f"< {threshold:.3g}: OK", "missed.png"),
+        (FALSELY_REJECTED, rejected, f"≥ {threshold:.3g}: NG", "falsely_rejected.png"),
+    ):
+        if not group:
+            continue
+        items: list[OverlayItem] = [
+            (f"{p.name}\nscore {p.score:.3f} {verdict}", p.image, p.anomaly_map, p.mask)
+            for p in group[:shown]
+        ]
+        heading = f"{title}: {len(group)}" + (
+            f", the {shown} worst shown" if len(group) > shown else ""
+        )
+        plots[title] = plot_overlays(items, Path(folder) / file_name, title=heading)
+    return plots
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -133,9 +199,12 @@ def plot_score_histograms(
     return _save(fig, path)
 
 
-def plot_overlays(items: Sequence[OverlayItem], path: Path, columns: int = 4) -> Path:
+def plot_overlays(
+    items: Sequence[OverlayItem], path: Path, columns: int = 4, title: str | None = None
+) -> Path:
     """A grid of images with the anomaly map blended over them and the ground-truth mask
-    outlined in cyan; each panel's title comes with the item (type and score)."""
+    outlined in cyan; each panel's title comes with the item (type and score), `title`
+    goes above the grid."""
     if columns < 1:
         raise InputError(f"columns must be at least 1, got {columns}")
     if not items:
@@ -151,6 +220,8 @@ def plot_overlays(items: Sequence[OverlayItem], path: Path, columns: int = 4) ->
         _draw_overlay(ax, *item)
     for ax in axes.ravel()[len(items) :]:
         ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 

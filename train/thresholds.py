@@ -1,9 +1,11 @@
-"""Threshold policies on raw anomaly scores (a score at or above the threshold is NG) and the
-sigmoid that maps raw scores so the calibrated threshold lands on 0.5."""
+"""Threshold policies on raw anomaly scores (a score at or above the threshold is NG), the
+choice among them with the warnings a QA engineer must see, and the sigmoid that maps raw
+scores so the calibrated threshold lands on 0.5."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -14,6 +16,9 @@ from defectlens.train.metrics import FloatArray, as_labels_scores, counts_by_thr
 
 Policy = Literal["best_f1", "zero_escape", "target_frr"]
 POLICIES: tuple[Policy, ...] = ("best_f1", "zero_escape", "target_frr")
+
+DEFAULT_TARGET_FRR = 0.01
+"""The false-reject rate target_frr aims at when the recipe gives none (1% of good parts)."""
 
 _GOOD_MEDIAN_TARGET = 0.1
 """Where `sigmoid_scale` puts the median good score in the normalised space."""
@@ -88,6 +93,97 @@ def calibrate(
             raise InputError("target_frr needs good images, but every image is defective")
         return target_frr(s[~y], target)
     raise InputError(f"unknown threshold policy {policy!r}; choose one of {', '.join(POLICIES)}")
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold a policy chose and what the calibration could not do as asked."""
+
+    policy: Policy
+    """The policy that set the threshold (target_frr when the asked one could not)."""
+    target: float | None
+    """The false-reject rate aimed at, for target_frr."""
+    raw_threshold: float
+    warnings: tuple[str, ...] = ()
+    """Plain-word warnings, each with what to do; recorded in model.json and the report."""
+
+
+def choose_threshold(
+    policy: Policy, labels: npt.ArrayLike, scores: npt.ArrayLike, target: float | None
+) -> ThresholdChoice:
+    """Calibrate with `policy`, so that any recipe trains on good parts alone.
+
+    With no defective images, a policy that needs them falls back to target_frr at `target`
+    (1% when None) and says so. A target_frr the good images cannot resolve (fewer of them
+    than 1/target: the cut then sits above every good score, whatever the target) is kept,
+    with a warning that says how many good images it needs and what to expect meanwhile.
+    """
+    y, s = as_labels_scores(labels, scores)
+    good = s[~y]
+    if good.size == 0:
+        raise InputError(
+            "no good images to calibrate on; add good images or lower threshold.good_holdout "
+            "/ validation_fraction"
+        )
+    warnings: list[str] = []
+    if policy != "target_frr" and not y.any():
+        target = DEFAULT_TARGET_FRR if target is None else target
+        warnings.append(
+            f"policy {policy} needs defective images to calibrate on and there are none, so "
+            f"the threshold was set from the good parts alone (policy target_frr, aiming at "
+            f"{_percent(target)} of good parts rejected). To use {policy}, add defective "
+            "examples (test/<defect type>/) and train again."
+        )
+        policy = "target_frr"
+    if policy == "target_frr":
+        target = DEFAULT_TARGET_FRR if target is None else target
+        warnings += _unresolved_target(int(good.size), target)
+        return ThresholdChoice(policy, target, target_frr(good, target), tuple(warnings))
+    return ThresholdChoice(policy, None, calibrate(policy, y, s, None), tuple(warnings))
+
+
+def good_images_needed(target: float) -> int | None:
+    """The fewest good images on which a false-reject rate of `target` can be set: 1/target
+    (a cut that may reject one part in n); None for 0, which no number of images reaches."""
+    if not 0.0 <= target < 1.0:
+        raise InputError(f"target false-reject rate must be in [0, 1), got {target}")
+    return math.ceil(1.0 / target - 1e-9) if target > 0 else None
+
+
+def _unresolved_target(good_count: int, target: float) -> list[str]:
+    """A warning when `good_count` good images cannot resolve `target` (none when they can).
+
+    Fewer than 1/target good images allow no reject at all, so the cut goes just above the
+    highest good score; a new good part then scores above the highest of n good parts with
+    probability 1/(n + 1), and that, not the target, is the false-reject rate to expect.
+    """
+    needed = good_images_needed(target)
+    if needed is not None and good_count >= needed:
+        return []
+    expected = 1.0 / (good_count + 1)
+    meanwhile = (
+        f"the threshold sits just above the highest of their scores, and about 1 new good "
+        f"part in {good_count + 1} ({_percent(expected)}) will be rejected"
+    )
+    if needed is None:
+        return [
+            f"target_frr 0% cannot be met on any number of good images: with {good_count} "
+            f"good calibration images {meanwhile}. Set threshold.target above 0 (e.g. 0.01, "
+            "with at least 100 good calibration images)."
+        ]
+    enough = math.ceil(1000.0 / good_count) / 1000.0
+    more = needed - good_count
+    return [
+        f"target_frr {_percent(target)} needs at least {needed} good calibration images and "
+        f"there are {good_count}: {meanwhile}, not {_percent(target)}. Add at least "
+        f"{more} good image{'' if more == 1 else 's'} to the calibration set (more good "
+        f"images, or a larger threshold.good_holdout), or set threshold.target to {enough:g} "
+        "or more."
+    ]
+
+
+def _percent(rate: float) -> str:
+    return f"{rate:.2%}" if 0 < rate < 0.01 else f"{rate:.1%}"
 
 
 def sigmoid_scale(raw_threshold: float, good_scores: npt.ArrayLike) -> float:

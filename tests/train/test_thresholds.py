@@ -13,6 +13,8 @@ from defectlens.train.thresholds import (
     Policy,
     best_f1,
     calibrate,
+    choose_threshold,
+    good_images_needed,
     normalise,
     sigmoid_scale,
     target_frr,
@@ -137,3 +139,138 @@ def test_normalise_is_stable_and_monotonic() -> None:
     assert np.all(np.diff(out) >= 0)
     with pytest.raises(InputError):
         normalise(raw, 0.0, 0.0)
+
+
+def above(score: float) -> float:
+    return float(np.nextafter(score, np.inf))
+
+
+FALLBACK = "needs defective images to calibrate on and there are none"
+
+
+@pytest.mark.parametrize(
+    ("policy", "labels", "scores", "target", "expected", "warned"),
+    [
+        # both kinds of images: the policy as asked, no warning
+        ("best_f1", LABELS, SCORES, None, ("best_f1", None, 0.325), []),
+        ("zero_escape", LABELS, SCORES, 0.05, ("zero_escape", None, 0.35), []),
+        # good images only: target_frr at the recipe's target; 10 good resolve 0.1 (1 in 10)
+        (
+            "best_f1",
+            [0] * 10,
+            GOOD,
+            0.1,
+            ("target_frr", 0.1, above(0.42)),
+            [
+                [
+                    f"policy best_f1 {FALLBACK}",
+                    "policy target_frr, aiming at 10.0% of good parts rejected",
+                ]
+            ],
+        ),
+        # ...at 1% when the recipe gives none, which 10 good images cannot resolve: no reject
+        # is allowed, the cut goes above the highest (0.50), a new part beats the highest of
+        # 10 with probability 1/11 = 9.1%; 100 needed, 90 more; 1/10 resolves
+        (
+            "zero_escape",
+            [0] * 10,
+            GOOD,
+            None,
+            ("target_frr", 0.01, above(0.50)),
+            [
+                [f"policy zero_escape {FALLBACK}", "aiming at 1.0% of good parts rejected"],
+                [
+                    "target_frr 1.0% needs at least 100 good calibration images and there are 10",
+                    "about 1 new good part in 11 (9.1%) will be rejected, not 1.0%",
+                    "Add at least 90 good images",
+                    "set threshold.target to 0.1 or more",
+                ],
+            ],
+        ),
+        # the case: 1% on 15 good images; 1/16 = 6.2%; 85 more; 1/15 -> 0.067
+        (
+            "target_frr",
+            [0] * 15,
+            list(range(15)),
+            0.01,
+            ("target_frr", 0.01, above(14.0)),
+            [
+                [
+                    "needs at least 100 good calibration images and there are 15",
+                    "1 new good part in 16 (6.2%)",
+                    "Add at least 85 good images",
+                    "threshold.target to 0.067 or more",
+                ]
+            ],
+        ),
+        # good scores 0.1, 0.3, 0.4: 0.34 allows floor(1.02) = 1 reject, 3 >= 1/0.34 images
+        ("target_frr", LABELS, SCORES, 0.34, ("target_frr", 0.34, above(0.3)), []),
+        # 0.25 needs 4 good images (1/0.25); 3 allow none: above 0.4; 1/3 -> 0.334
+        (
+            "target_frr",
+            LABELS,
+            SCORES,
+            0.25,
+            ("target_frr", 0.25, above(0.4)),
+            [
+                [
+                    "needs at least 4 good calibration images and there are 3",
+                    "1 new good part in 4 (25.0%)",
+                    "Add at least 1 good image to",
+                    "threshold.target to 0.334 or more",
+                ]
+            ],
+        ),
+        # 0 is met on no number of images: above the highest, and say what to expect
+        (
+            "target_frr",
+            [0] * 10,
+            GOOD,
+            0.0,
+            ("target_frr", 0.0, above(0.50)),
+            [["target_frr 0% cannot be met", "1 new good part in 11 (9.1%)"]],
+        ),
+    ],
+)
+def test_choose_threshold(
+    policy: Policy,
+    labels: list[int],
+    scores: list[float],
+    target: float | None,
+    expected: tuple[str, float | None, float],
+    warned: list[list[str]],
+) -> None:
+    choice = choose_threshold(policy, labels, scores, target)
+    assert (choice.policy, choice.target) == expected[:2]
+    assert choice.raw_threshold == pytest.approx(expected[2], rel=0, abs=1e-12)
+    assert len(choice.warnings) == len(warned), choice.warnings
+    for warning, fragments in zip(choice.warnings, warned, strict=True):
+        for fragment in fragments:
+            assert fragment in warning, fragment
+
+
+def test_choose_threshold_needs_good_images() -> None:
+    with pytest.raises(InputError, match="no good images"):
+        choose_threshold("target_frr", [1, 1], [0.2, 0.4], 0.01)
+
+
+@pytest.mark.parametrize(
+    ("target", "needed"),
+    [
+        (0.01, 100),
+        (0.1, 10),
+        (0.05, 20),
+        (0.25, 4),
+        (0.34, 3),
+        (0.07, 15),
+        (0.001, 1000),
+        (0.0, None),
+    ],
+)
+def test_good_images_needed(target: float, needed: int | None) -> None:
+    assert good_images_needed(target) == needed
+    if needed is not None:
+        # exactly where target_frr first allows a reject: one fewer image allows none
+        ranks = list(range(needed))
+        assert sum(s >= target_frr(ranks, target) for s in ranks) == 1
+        assert sum(s >= target_frr(ranks[1:], target) for s in ranks[1:]) == 0
