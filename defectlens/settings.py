@@ -57,7 +57,9 @@ class Settings(BaseSettings):
 
 
 def _problem(error: Any) -> str:
-    field = str(error["loc"][0]) if error["loc"] else "?"
+    if not error["loc"]:  # a check across settings: its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0])
     where = f"DEFECTLENS_{field.upper()} (or {field} in defectlens.yaml)"
     return f"{where} = {error['input']!r}: {error['msg']}"
 

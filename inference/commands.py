@@ -113,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from defectlens.inference.api.app import create_app
     from defectlens.inference.service import ServiceSettings
+    from defectlens.logs import configure_logging, uvicorn_log_config
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -120,13 +121,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["port"] = args.port
     settings = ServiceSettings(**overrides)
+    configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         workers=1,
-        log_level="info",
-        access_log=False,  # /metrics counts requests; a log line per part is noise
+        access_log=False,  # the app logs each request itself, with its request id
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
     )
     return EXIT_OK
 

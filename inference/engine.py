@@ -107,9 +107,7 @@ class Engine:
         """A decoded image (HxW or HxWx3 RGB uint8) as the model's HxWxC input."""
         return to_model_input(image, self.card.input)
 
-    def run(
-        self, batch: np.ndarray, single_thread: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, single_thread: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Raw graph call on a uint8 NHWC batch: (score [N], anomaly_map [N, H, W]).
         `single_thread` runs it on the single-threaded session, where one was loaded."""
         session = self._single if single_thread and self._single is not None else self.session

@@ -83,7 +83,7 @@ run_checks() {
   log "mypy"
   (cd "$view" && "$VENV/bin/mypy" --config-file "$ROOT/pyproject.toml" -p defectlens)
   log "import-linter (architecture contracts)"
-  (cd "$view" && PYTHONPATH="$view" "$VENV/bin/lint-imports" --config "$ROOT/pyproject.toml")
+  (cd "$view" && PYTHONPATH="$view" "$VENV/bin/lint-imports" "$ROOT/pyproject.toml")
 }
 
 run_tests() {

@@ -17,13 +17,16 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from defectlens import __version__
+from defectlens.inference.api.accounting import RequestAccounting
 from defectlens.inference.api.auth import KeyCache
 from defectlens.inference.api.dependencies import verify_key
+from defectlens.inference.api.docs import install_docs
 from defectlens.inference.api.errors import install_error_handlers
 from defectlens.inference.api.guard import RequestGuard
-from defectlens.inference.api.metrics import MetricsMiddleware
+from defectlens.inference.api.request_id import RequestIdMiddleware
 from defectlens.inference.api.routers import health, inspect, models, results
 from defectlens.inference.service import InspectionService, ServiceSettings
 from defectlens.inference.service.metrics import ServiceMetrics
@@ -61,19 +64,31 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             # Inspections in flight finish and store their results before the store closes.
             await anyio.to_thread.run_sync(service.close)
 
-    app = FastAPI(
+    app = _ServiceApp(
         title="defectlens inspection service",
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local files by install_docs
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
-    # Added innermost first: the metrics count what the guard refuses.
+    # Added innermost first: the metrics count what the guard refuses. Outside both, the
+    # request id (`_ServiceApp`).
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestAccounting, metrics=metrics)
     for router in (inspect.router, results.router, models.router, health.router):
         app.include_router(router)
     return app
+
+
+class _ServiceApp(FastAPI):
+    """The request id wraps Starlette's last-resort error layer too, so an unexpected error's
+    500 and its log line carry it (`add_middleware` stays inside that layer)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack())
 
 
 async def _every(seconds: float, work: Callable[[], Any]) -> None:

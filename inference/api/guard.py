@@ -15,11 +15,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from defectlens.errors import TooLarge
 from defectlens.inference.api.auth import key_from_headers
+from defectlens.inference.api.docs import ASSETS_PATH
 from defectlens.inference.service import ServiceSettings
 from defectlens.inference.service.metrics import ServiceMetrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
-"""Routes anyone may call: probes, figures and the API's own documentation."""
+"""Routes anyone may call: probes, figures and the API's own documentation (with its files
+under `ASSETS_PATH`)."""
 INSPECT_PATH = "/v1/inspect"
 MULTIPART_SLACK = 64 * 1024
 """Room for multipart boundaries and metadata fields on top of the image's byte limit."""
@@ -48,6 +50,7 @@ class RequestGuard:
         if (
             not self.settings.auth_disabled
             and path not in OPEN_PATHS
+            and not path.startswith(f"{ASSETS_PATH}/")
             and not key_from_headers(headers.get("x-api-key"), headers.get("authorization"))
         ):
             self.metrics.auth_failures.labels("missing").inc()
@@ -64,12 +67,41 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > limit:
             await _answer(send, 413, _too_large(int(declared), limit))
             return
-        await self.app(scope, _limited(receive, limit), send)
+        if path == INSPECT_PATH:  # the route streams its image and stops at its own limit
+            await self.app(scope, _limited(receive, limit), send)
+            return
+        # FastAPI turns any error while it reads a body into a 400, so a body sent without
+        # Content-Length (or longer than it said) is read here, within the small limit of
+        # these routes, and handed on whole.
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                await _answer(send, 413, _too_large(size, limit))
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(messages, receive), send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` that gives `messages` first, then goes on with the connection's own."""
+    pending = list(messages)
+
+    async def replaying() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replaying
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
     """`receive` that raises `TooLarge` once the body passes `limit` bytes (a body sent
-    without Content-Length, or longer than it said); the app's error handler answers 413."""
+    without Content-Length, or longer than it said); the route's error handler answers 413."""
     size = 0
 
     async def counting() -> Message:

@@ -12,12 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from defectlens.prediction import ModelRef
-from defectlens.result import InspectionResult
-
 from defectlens.inference.service.deployments import DeployedVersion
 from defectlens.inference.service.inspection import STATION_ID_PATTERN
 from defectlens.inference.store import Deployment as DeploymentRecord
+from defectlens.prediction import ModelRef
+from defectlens.result import InspectionResult
 
 
 class _Body(BaseModel):
@@ -68,9 +67,7 @@ class ModelVersion(BaseModel):
 
     @classmethod
     def of(cls, deployed: DeployedVersion) -> ModelVersion:
-        return cls.model_validate(
-            {**asdict(deployed.version), "stations": deployed.stations}
-        )
+        return cls.model_validate({**asdict(deployed.version), "stations": deployed.stations})
 
 
 class PromoteRequest(_Body):

@@ -6,4 +6,4 @@ from defectlens.inference.service.core import InspectionService
 from defectlens.inference.service.inspection import Inspected, PartMetadata
 from defectlens.inference.service.settings import ServiceSettings
 
-__all__ = ["InspectionService", "Inspected", "PartMetadata", "ServiceSettings"]
+__all__ = ["Inspected", "InspectionService", "PartMetadata", "ServiceSettings"]

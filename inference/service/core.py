@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Self, TypeVar
+from typing import Self
 
 from defectlens.errors import InspectionTimeout, Unavailable
 from defectlens.inference.engine_registry import EngineRegistry
@@ -30,11 +30,9 @@ from defectlens.inference.service.inspection import (
 from defectlens.inference.service.metrics import ServiceMetrics
 from defectlens.inference.service.settings import ServiceSettings
 from defectlens.inference.store import Database, Store, open_database
+from defectlens.logs import submit_with_context
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Submit = Callable[[ThreadPoolExecutor, Callable[[], T]], "Future[T]"]
 
 
 class InspectionService:
@@ -61,9 +59,6 @@ class InspectionService:
         """Parts accepted by `inspect` and not yet answered (queued or running)."""
         self._in_progress = 0
         """Parts between their decode and their stored result, on any thread."""
-        self.submit: Submit[Inspected] = _submit
-        """How `inspect` hands a part to a thread (the API passes one that carries the
-        request id into the thread's log lines)."""
 
     @classmethod
     def open(cls, settings: ServiceSettings, metrics: ServiceMetrics | None = None) -> Self:
@@ -122,8 +117,9 @@ class InspectionService:
     async def _run(self, data: bytes, metadata: PartMetadata, overlay: bool) -> Inspected:
         attempt = Attempt()
         timeout = self.settings.request_timeout_s
-        queued = self.submit(
-            self.threads, lambda: inspect_part(self, data, metadata, overlay, attempt)
+        # In the caller's context, so the thread's log lines carry the request id.
+        queued = submit_with_context(
+            self.threads, inspect_part, self, data, metadata, overlay, attempt
         )
         answer = asyncio.wrap_future(queued)
         try:
@@ -185,7 +181,3 @@ class InspectionService:
         free = free_disk_bytes(self.settings.images_dir)
         self.metrics.free_disk.set(free)
         return free
-
-
-def _submit(threads: ThreadPoolExecutor, job: Callable[[], T]) -> Future[T]:
-    return threads.submit(job)

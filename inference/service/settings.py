@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from defectlens import DECODE_PIXEL_CAP
+from defectlens.logs import LogFormat
 from defectlens.settings import Settings
 
 
@@ -55,8 +56,11 @@ class ServiceSettings(Settings):
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
     """This service instance on a shared database: retention and the orphan sweep touch only
     the images it wrote."""
-    log_format: Literal["json", "text"] = "json"
-    """`json`: one JSON object a line with the request id (for log collectors); `text`."""
+    log_format: LogFormat = "json"
+    """`json`: one JSON object a line with the request id (for log collectors); `text` for a
+    person at a terminal."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """INFO logs one line per request, each model swap and each background pass's work."""
     auth_disabled_on_network: bool = False
     """With `auth_disabled`, also serve on an address other than loopback: the second
     confirmation that the plant network may call every route without a key."""
@@ -84,9 +88,7 @@ class ServiceSettings(Settings):
                 f"database_timeout_s ({self.database_timeout_s:g}) must be below "
                 f"request_timeout_s ({self.request_timeout_s:g})"
             )
-        if self.auth_disabled and not self.auth_disabled_on_network and not is_loopback(
-            self.host
-        ):
+        if self.auth_disabled and not self.auth_disabled_on_network and not is_loopback(self.host):
             raise ValueError(
                 f"auth_disabled is set and host {self.host!r} is not a loopback address: "
                 "every caller on the network would be admin. Serve on 127.0.0.1, or also set "

@@ -149,12 +149,6 @@ class KeyStore:
             self._mark_used(verified.id, moment)
         return verified
 
-    def verify_key(self, plaintext: str) -> tuple[int, str] | None:
-        """(key id, role) of a valid key, else None: `verify_api_key` without the scope.
-        Kept while callers move to `verify_api_key`; it goes once none calls it."""
-        verified = self.verify_api_key(plaintext)
-        return None if verified is None else (verified.id, verified.role)
-
     def _mark_used(self, key_id: int, moment: datetime) -> None:
         """Record that the key let a caller in, unless another service did within the
         minute. Bookkeeping only: a database too busy for it does not refuse the key."""

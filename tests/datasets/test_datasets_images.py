@@ -608,7 +608,9 @@ def test_a_plant_cap_is_kept_and_a_late_import_is_reported(
     environment = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     if preset is not None:
         environment["OPENCV_IO_MAX_IMAGE_PIXELS"] = preset
-    code = "import os\nfrom defectlens.datasets import images\nprint(os.environ[images._OPENCV_CAP])"
+    code = (
+        "import os\nfrom defectlens.datasets import images\nprint(os.environ[images._OPENCV_CAP])"
+    )
     if cv2_first:
         code = "import cv2\n" + code
     done = subprocess.run(

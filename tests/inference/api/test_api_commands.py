@@ -30,13 +30,14 @@ def test_keys_create_list_revoke(home: Path, capsys: pytest.CaptureFixture[str])
     assert status == 0
     key = out.strip().splitlines()[-1]
     with open_database(f"sqlite:///{home / 'defectlens.db'}") as db:
-        assert Store(db).verify_key(key) == (1, "line")
+        verified = Store(db).verify_api_key(key)
+        assert verified is not None and (verified.id, verified.role) == (1, "line")
     status, out, _ = run(capsys, "keys", "list")
     assert status == 0 and "line1-plc" in out and key not in out
     status, out, _ = run(capsys, "keys", "revoke", "1")
     assert status == 0 and "revoked" in out
     with open_database(f"sqlite:///{home / 'defectlens.db'}") as db:
-        assert Store(db).verify_key(key) is None
+        assert Store(db).verify_api_key(key) is None
     status, _, err = run(capsys, "keys", "revoke", "7")
     assert status == 2 and "not found" in err
 

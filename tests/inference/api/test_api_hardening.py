@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from defectlens.errors import InputError
 from defectlens.inference.service import ServiceSettings
 from defectlens.inference.service.deployments import register_model_dir
+from defectlens.inference.store.tables import ApiKeyRow
 
 
 class BodyReadCounter:
@@ -72,6 +73,14 @@ def test_a_body_over_the_route_limit_is_413_before_it_is_read(
     streamed = client.post("/v1/stations", content=chunks(), headers=_json(service))
     assert streamed.status_code == 413
     assert counter.reads <= 12  # stopped just past the limit, not at the end of the body
+    image = service.client.post(  # the image route streams: refused past its own limit
+        "/v1/inspect",
+        params={"station": STATION},
+        content=(b"x" * 100_000 for _ in range(300)),
+        headers={**service.auth("line"), "Content-Type": "image/png"},
+    )
+    assert image.status_code == 413
+    assert "DEFECTLENS_MAX_UPLOAD_BYTES" in image.json()["detail"]
     assert service.store.get_station("s9") is None
 
 
@@ -207,8 +216,11 @@ def test_keys_scoped_to_stations_and_expiring(service: Service, good_part: bytes
     hidden = service.client.get(f"/v1/results/{stored['result_id']}", headers=headers)
     assert hidden.status_code == 404
 
-    past = datetime.now(UTC) - timedelta(minutes=1)
-    _, expired = service.store.create_key("line", "old", expires_at=past)
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    key_id, expired = service.store.create_key("line", "old", expires_at=soon)
+    assert service.inspect(good_part, headers={"X-API-Key": expired}).status_code == 200
+    with service.store.db.write() as session:  # an hour later
+        session.get(ApiKeyRow, key_id).expires_at = datetime.now(UTC) - timedelta(seconds=1)
     refused = service.inspect(good_part, headers={"X-API-Key": expired})
     assert refused.status_code == 401
     assert "expired" in refused.json()["detail"]

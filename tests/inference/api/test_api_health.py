@@ -8,11 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api_service import STATION, Service
-from fastapi.testclient import TestClient
 
-from defectlens.inference.api.app import create_app
 from defectlens.inference.service.deployments import register_model_dir
-from defectlens.inference.service.settings import ServiceSettings
 
 
 def test_healthz(service: Service) -> None:
@@ -22,7 +19,9 @@ def test_healthz(service: Service) -> None:
 def test_readyz_when_ready(service: Service) -> None:
     response = service.client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {
+    report = response.json()
+    assert report.pop("free_disk_bytes") > service.settings.min_free_disk_bytes
+    assert report == {
         "ready": True,
         "database": "ok",
         "auth": "enabled",

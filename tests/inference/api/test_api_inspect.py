@@ -18,8 +18,8 @@ import tifffile
 from api_service import STATION, Service
 
 from defectlens.datasets.images import read_mask
-from defectlens.inference.service.images import keep_image
 from defectlens.inference.engine import Engine
+from defectlens.inference.service.images import keep_image
 from defectlens.prediction import Verdict
 
 
@@ -178,7 +178,7 @@ def _bad_images(good_part: bytes) -> dict[str, tuple[bytes, str]]:
         "zero bytes": (b"", "empty"),
         "not an image": (b"serial,verdict\nA1,OK\n", "not a readable image"),
         "truncated": (good_part[: len(good_part) // 2], "not a readable image"),
-        "corrupt": (good_part[:16] + bytes(64) + good_part[80:], "not a readable image"),
+        "corrupt": (good_part[:16] + bytes(64) + good_part[80:], "header is unreadable"),
         "float pixels": (tiff(np.zeros((64, 64), np.float32)), "floating-point"),
         "32-bit pixels": (tiff(np.zeros((64, 64), np.uint32)), "uint32"),
         "five channels": (tiff(np.zeros((64, 64, 5), np.uint8)), "5 channels"),
@@ -265,7 +265,7 @@ def test_timeout_is_504_and_nothing_is_stored(
 ) -> None:
     # The model outlasts the request timeout: the caller gets 504 at once, and when the
     # inspection ends it stores nothing and removes the image it kept.
-    service = make_service(request_timeout_s=0.3, keep_ok_fraction=1.0)
+    service = make_service(request_timeout_s=0.3, database_timeout_s=0.2, keep_ok_fraction=1.0)
     state = service.client.app.state.service
     engine = state.registry.get(STATION)
     predict = engine.predict
@@ -291,7 +291,10 @@ def test_a_part_that_times_out_in_the_queue_is_never_inspected(
     # One inspection thread, held busy: the part waits its turn past the timeout, is
     # answered 504, and is dropped from the queue rather than inspected later.
     service = make_service(
-        max_concurrent_inspections=1, request_timeout_s=0.5, keep_ok_fraction=1.0
+        max_concurrent_inspections=1,
+        request_timeout_s=0.5,
+        database_timeout_s=0.2,
+        keep_ok_fraction=1.0,
     )
     inspections = service.client.app.state.service.threads
     release = threading.Event()

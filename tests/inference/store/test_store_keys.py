@@ -21,8 +21,8 @@ def test_create_verify_revoke(store: Store, db: Database) -> None:
     line_id, line_key = store.create_key("line", "station S1")
     qa_id, qa_key = store.create_key("qa", "alice")
     assert line_key.startswith("dl_") and len(line_key) > 40
-    assert store.verify_key(line_key) == (line_id, "line")
-    assert store.verify_key(qa_key) == (qa_id, "qa")
+    assert _id_role(store.verify_api_key(line_key)) == (line_id, "line")
+    assert _id_role(store.verify_api_key(qa_key)) == (qa_id, "qa")
 
     with db.read() as session:
         stored = session.scalars(select(ApiKeyRow).where(ApiKeyRow.id == line_id)).one()
@@ -35,8 +35,8 @@ def test_create_verify_revoke(store: Store, db: Database) -> None:
 
     revoked = store.revoke_key(line_id, actor="admin")
     assert revoked.revoked_at is not None
-    assert store.verify_key(line_key) is None
-    assert store.verify_key(qa_key) == (qa_id, "qa")
+    assert store.verify_api_key(line_key) is None
+    assert _id_role(store.verify_api_key(qa_key)) == (qa_id, "qa")
     assert store.revoke_key(line_id).revoked_at == revoked.revoked_at  # again: no change
     assert [(k.id, k.role, k.revoked_at is None) for k in store.list_keys()] == [
         (line_id, "line", False),
@@ -50,7 +50,7 @@ def test_wrong_and_malformed_keys(store: Store) -> None:
     _, key = store.create_key("admin", "root")
     prefix = key.split("_")[1]
     for candidate in ("", "dl_", "nope", key[:-1], key + "x", f"dl_{prefix}_forged", "dl_zz_x"):
-        assert store.verify_key(candidate) is None
+        assert store.verify_api_key(candidate) is None
 
 
 def test_unknown_role_lists_the_roles(store: Store) -> None:
@@ -72,7 +72,6 @@ def test_scope_expiry_and_last_use(store: Store) -> None:
     assert store.verify_api_key(any_key) == VerifiedKey(
         any_id, "manager", "plant manager", None, None
     )
-    assert store.verify_key(key) == (key_id, "line")  # the old call, until callers move
 
     listed = {k.id: k for k in store.list_keys()}
     assert listed[key_id].stations == ("S1", "S2") and listed[key_id].expires_at == soon
@@ -184,3 +183,7 @@ def last_used(db: Database, key_id: int) -> datetime | None:
         row = session.get(ApiKeyRow, key_id)
         assert row is not None
         return row.last_used_at
+
+
+def _id_role(verified: VerifiedKey | None) -> tuple[int, str] | None:
+    return None if verified is None else (verified.id, verified.role)

@@ -1,20 +1,24 @@
-"""The ASGI middleware that counts HTTP requests into the service's Prometheus figures.
+"""The ASGI middleware that accounts for every HTTP request: counted and timed in the
+service's Prometheus figures, and one log line at INFO (with the request id, set outside).
 
 Requests are labelled by route template (`/v1/results/{result_id}`), never by the raw path,
-to keep the label set small.
+to keep the label set small; the log line has the path as requested.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from defectlens.inference.service.metrics import ServiceMetrics
 
+log = logging.getLogger(__name__)
 
-class MetricsMiddleware:
-    """Counts every HTTP request by route template and status, and times it."""
+
+class RequestAccounting:
+    """Counts every HTTP request by route template and status, times it, and logs it."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -39,5 +43,14 @@ class MetricsMiddleware:
             method = scope.get("method", "")
             # The router records the matched route in the (shared) scope.
             route = str(getattr(scope.get("route"), "path", "unmatched"))
+            seconds = time.perf_counter() - start
             self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(route, method).observe(seconds)
+            log.info(
+                "%s %s %d %.1f ms",
+                method,
+                scope.get("path", ""),
+                status,
+                seconds * 1000,
+                extra={"status": status, "route": route},
+            )
