@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -286,3 +287,33 @@ def _unloadable_copy(source: Path, target: Path) -> Path:
     card["version"] = target.name
     (target / "model.json").write_text(json.dumps(card))
     return target
+
+
+def test_tidying_sweeps_files_no_result_names_and_keeps_the_rest(
+    make_service: Callable[..., Service], good_part: bytes
+) -> None:
+    # A crash between an image's write and its result's commit leaves a file no row names;
+    # the service's background pass deletes it once it is older than the grace period.
+    service = make_service(keep_ok_fraction=1.0)
+    kept = service.inspect(good_part)
+    assert kept.status_code == 200
+    orphan = service.settings.images_dir / "2026" / "01" / "02" / "lost.png"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(good_part)
+    an_hour_ago = time.time() - 3700
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+    outcome = service.client.app.state.service.tidy_images()
+    assert outcome["orphans_deleted"] == 1
+    assert not orphan.exists()
+    assert len(service.image_files()) == 1  # the stored part's image stays
+    image = service.client.get(
+        f"/v1/results/{kept.json()['result_id']}/image", headers=service.auth()
+    )
+    assert image.status_code == 200
+
+
+def test_every_answer_carries_a_request_id(service: Service, good_part: bytes) -> None:
+    answered = service.inspect(good_part, headers={"X-Request-ID": "plc-7-part-1"})
+    assert answered.headers["x-request-id"] == "plc-7-part-1"
+    refused = service.client.post("/v1/inspect", content=good_part)
+    assert refused.status_code == 401 and len(refused.headers["x-request-id"]) >= 16
