@@ -8,7 +8,6 @@ shown the image is within the pixel limit: a small file can declare a huge image
 
 from __future__ import annotations
 
-import logging
 import re
 import struct
 from collections.abc import Callable
@@ -16,28 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
-from defectlens import DECODE_PIXEL_CAP, OPENCV_LOADED_WITHOUT_CAP
+from defectlens import DECODE_PIXEL_CAP
 from defectlens.errors import DataError, InputError, TooLarge, UnsupportedFormat
 from defectlens.modelcard import InputSpec
-
-log = logging.getLogger(__name__)
-
-_OPENCV_CAP = "OPENCV_IO_MAX_IMAGE_PIXELS"
-if OPENCV_LOADED_WITHOUT_CAP:
-    # `defectlens/__init__.py` sets OpenCV's cap before any module of the package imports
-    # cv2; a program that imported cv2 before defectlens runs without it.
-    log.warning(
-        "OpenCV was imported before defectlens, so its own pixel cap %s is not %d; import "
-        "defectlens first (or set %s) to have it",
-        _OPENCV_CAP,
-        DECODE_PIXEL_CAP,
-        _OPENCV_CAP,
-    )
-
-import cv2  # noqa: E402  (after the check above, on purpose)
 
 UInt8Image = npt.NDArray[np.uint8]
 FloatMap = npt.NDArray[np.float32]

@@ -5,7 +5,6 @@ inspection result), the settings, the error family and the command line.
 """
 
 import os
-import sys
 
 __version__ = "0.1.0"
 
@@ -17,7 +16,6 @@ decoding."""
 # OpenCV's own pixel cap is a second guard, should a decoder ever be reached with a size the
 # header check did not see. OpenCV reads the variable once, when cv2 is first imported (a
 # value set later is ignored), so it is set here, before any module of the package imports
-# cv2. setdefault: a plant that sets it itself keeps its value.
-OPENCV_LOADED_WITHOUT_CAP = "cv2" in sys.modules and "OPENCV_IO_MAX_IMAGE_PIXELS" not in os.environ
-"""True when a program imported cv2 before defectlens without setting the cap itself."""
+# cv2 (a program that imports cv2 itself before defectlens runs with OpenCV's default cap,
+# behind the header check alone). setdefault: a plant that sets it itself keeps its value.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DECODE_PIXEL_CAP))

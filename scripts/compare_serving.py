@@ -77,7 +77,7 @@ def settings(parser: argparse.ArgumentParser, pairs: list[str], flag: str) -> di
 def start(name: str, model: Path, extra: dict[str, str], threads: int, home: Path) -> Side:
     server, port, key = start_service(model, home, threads, extra, f"compare-{name}")
     side = Side(name, server, LineClient(f"http://127.0.0.1:{port}", key))
-    wait_ready(f"http://127.0.0.1:{port}", server, time.monotonic() + 120)
+    wait_ready(f"http://127.0.0.1:{port}", server, time.monotonic() + 120, home)
     return side
 
 

@@ -154,7 +154,7 @@ def main() -> int:
         server, port, key = start_service(model, home, args.threads, settings, "load-test")
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_ready(url, server, deadline)
+            wait_ready(url, server, deadline, home)
             levels = [int(n) for n in args.levels.split(",")]
             paired = Paired(
                 engine, images, batches, args.rounds, args.round_requests, args.pair_chunk
@@ -716,13 +716,16 @@ def start_service(
     run([*cli, "models", "promote", str(model), "--station", STATION], env)
     key = run([*cli, "keys", "create", "--role", "line", "--name", key_name], env)
     port = free_port()
-    server = subprocess.Popen(
-        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The service logs a line per request: to a file, since a pipe nobody reads would fill
+    # and stall it.
+    with open(home / "service.log", "w") as log_file:
+        server = subprocess.Popen(
+            [*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+        )
     return server, port, key.strip().splitlines()[-1]
 
 
@@ -739,13 +742,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_ready(url: str, server: subprocess.Popen[str], deadline: float) -> None:
+def wait_ready(url: str, server: subprocess.Popen[str], deadline: float, home: Path) -> None:
     limit = min(deadline, time.monotonic() + 120)
     while time.monotonic() < limit:
         if server.poll() is not None:
-            raise SystemExit(
-                f"the service exited:\n{server.stderr.read() if server.stderr else ''}"
-            )
+            log_tail = (home / "service.log").read_text(errors="replace")[-4000:]
+            raise SystemExit(f"the service exited:\n{log_tail}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
