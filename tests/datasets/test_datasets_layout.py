@@ -101,6 +101,9 @@ def test_class_folders_without_good_images(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no good/ \(or ok/\) folder among scratch") as caught:
         open_dataset(tmp_path)
     assert str(tmp_path) in str(caught.value)
+    write_png(tmp_path / "loose.png")
+    with pytest.raises(DataError, match=r"1 image lies directly in the folder: move good ones"):
+        open_dataset(tmp_path)
 
 
 def test_missing_root(tmp_path: Path) -> None:
@@ -115,12 +118,53 @@ def test_root_is_a_file(tmp_path: Path) -> None:
         open_dataset(path)
 
 
-def test_empty_root_says_which_layout_was_expected(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="expected one folder per class"):
+def test_empty_root_says_which_layouts_are_expected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no images and no folders inside") as caught:
         open_dataset(tmp_path)
-    write_png(tmp_path / "loose.png")
-    with pytest.raises(DataError, match="no class folders"):
-        open_dataset(tmp_path)
+    for layout in ("MVTec layout", "one folder per class", "a folder of good images"):
+        assert layout in str(caught.value)
+
+
+def test_flat_folder_of_good_images(tmp_path: Path) -> None:
+    """A plant with no defects collected yet: images directly in the folder are good parts."""
+    for name in ("b.png", "a.jpg", "C.TIF", "a_mask.png", ".hidden.png"):
+        write_png(tmp_path / "cells" / name)
+    (tmp_path / "cells" / "notes.txt").write_text("camera 2")
+
+    dataset = open_dataset(tmp_path / "cells")
+
+    assert dataset.layout == "flat" and dataset.pooled
+    assert dataset.description == "a folder of good images"
+    assert [s.path.name for s in dataset.test] == ["C.TIF", "a.jpg", "b.png"]
+    assert all(not s.is_defective for s in dataset.test) and dataset.train == []
+
+
+def test_test_only_mvtec_folder_is_not_read_as_class_folders(tmp_path: Path) -> None:
+    """A new batch of labeled parts with masks: test/ and ground_truth/, no train/."""
+    root = tmp_path / "batch7"
+    write_png(root / "test" / "good" / "g1.png")
+    write_png(root / "test" / "crack" / "c1.png")
+    write_png(root / "ground_truth" / "crack" / "c1_mask.png", 255)
+
+    dataset = open_dataset(root)
+
+    assert dataset.layout == "mvtec" and dataset.description == "MVTec layout, test only"
+    assert dataset.train == []
+    assert dataset.test == [
+        Sample(
+            root / "test" / "crack" / "c1.png", "crack", root / "ground_truth/crack/c1_mask.png"
+        ),
+        Sample(root / "test" / "good" / "g1.png", "good"),
+    ]
+
+
+def test_class_folders_say_which_images_they_leave_out(tmp_path: Path) -> None:
+    write_png(tmp_path / "good" / "a.png")
+    write_png(tmp_path / "stray.png")
+    dataset = open_dataset(tmp_path)
+    assert dataset.layout == "folders"
+    assert [s.path.name for s in dataset.test] == ["a.png"]
+    assert len(dataset.notes) == 1 and "1 image lies directly in" in dataset.notes[0]
 
 
 def test_train_without_good(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from defectlens.modelcard import ModelCard, file_sha256
 from defectlens.train import pipeline
 from defectlens.train.metrics import auroc
 from defectlens.train.recipe import load_recipe
+from defectlens.train.splits import TRAINING_IMAGES_FILE, read_training_images
 
 
 def test_version_folder_holds_the_contract(trained_model: Path) -> None:
@@ -43,6 +44,20 @@ def test_version_folder_holds_the_contract(trained_model: Path) -> None:
     assert (report / "roc.png").stat().st_size > 1000
     # nothing left of the staging folder
     assert not [p for p in trained_model.parent.iterdir() if p.name.startswith(".staging")]
+
+
+def test_version_records_the_images_it_was_trained_on(trained_model: Path) -> None:
+    card = ModelCard.read(trained_model / "model.json")
+    record = read_training_images(trained_model)
+    assert record is not None and card.data["training_images"] == TRAINING_IMAGES_FILE
+    assert len(record.fit) == card.data["splits"]["fit_good"]
+    splits = card.data["splits"]
+    assert len(record.calibration) == splits["calibration_good"] + splits["calibration_defective"]
+    root = Path(card.data["path"])
+    for digest, name in [*record.fit.items(), *record.calibration.items()]:
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest
+    assert all(name.startswith("train/good/") for name in record.fit.values())
+    assert card.data["skipped"] == []
 
 
 def test_model_separates_defects_from_good_parts(trained_model: Path, synthetic_data: Path) -> None:
@@ -125,14 +140,25 @@ def test_interrupted_training_leaves_no_version(
     assert list((tmp_path / "test-parts").iterdir()) == []
 
 
-def test_defect_policies_need_defective_images(tmp_path: Path, small_recipe: Path) -> None:
+def test_good_parts_alone_train_with_the_threshold_set_by_false_rejects(
+    tmp_path: Path, small_recipe: Path
+) -> None:
+    """best_f1 needs defective images; with none, the threshold comes from the good parts
+    (target_frr) and model.json says so."""
     from defectlens.datasets.synthetic import generate_dataset
 
     data = generate_dataset(
-        tmp_path / "good-only", train_good=12, test_good=4, test_defect_per_kind=0, seed=1
+        tmp_path / "good-only", train_good=12, test_good=4, test_defect_per_kind=0, seed=1, size=64
     )
-    with pytest.raises(RecipeError, match="target_frr"):
-        pipeline.train_model(load_recipe(small_recipe), data, tmp_path / "models")
+    raw = yaml.safe_load(small_recipe.read_text())
+    raw.update(image_size=64)
+    raw["backbone"]["context_neighbourhood"] = 3  # the feature map is 4x4
+    recipe = tmp_path / "small64.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    version = pipeline.train_model(load_recipe(recipe), data, tmp_path / "models")
+    card = ModelCard.read(version / "model.json")
+    assert card.calibration.policy == "target_frr"
+    assert any("best_f1 needs defective images" in w for w in card.calibration.warnings)
 
 
 def test_colour_parts_in_class_folders_train_an_rgb_model(
@@ -161,7 +187,9 @@ def test_colour_parts_in_class_folders_train_an_rgb_model(
     card = ModelCard.read(version / "model.json")
     assert card.input.channels == 3 and card.input.color == "rgb"
     assert card.data["layout"] == "folders"
-    assert card.data["splits"]["fit_good"] == 14  # half of the 28 good images
+    # 28 good images: 80 % (22) are training images, 15 % of those (3) calibrate, 19 fit
+    assert card.data["splits"]["fit_good"] == 19
+    assert card.data["split_rule"].startswith("one folder per class: 80 % of the good images")
     assert card.metrics["image_auroc"] >= 0.8
 
 
