@@ -9,10 +9,14 @@ quote in them can never start a second, forged line.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import logging.config
+import logging.handlers
 import math
+import queue
+import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from contextvars import ContextVar, Token, copy_context
@@ -123,29 +127,58 @@ class TextFormatter(logging.Formatter):
 
 
 def uvicorn_log_config(format: LogFormat = "json", level: str = "INFO") -> dict[str, Any]:
-    """The whole process's logging as a `logging.config.dictConfig` dict: one stream handler
-    on the root logger with the chosen formatter, and uvicorn's loggers passing their lines
-    to it. `configure_logging` applies it; give it to uvicorn as `log_config` too, since
-    uvicorn applies its own logging config when it starts."""
-    formatter = JsonFormatter if format == "json" else TextFormatter
+    """The whole process's logging as a `logging.config.dictConfig` dict: one handler on the
+    root logger (`background_handler`, writing to stderr in the chosen format), and uvicorn's
+    loggers passing their lines to it. `configure_logging` applies it; give it to uvicorn as
+    `log_config` too, since uvicorn applies its own logging config when it starts."""
     return {
         "version": 1,
         # Loggers created at import (every module's `log`) must keep logging.
         "disable_existing_loggers": False,
-        "formatters": {"defectlens": {"()": formatter}},
-        "handlers": {
-            "defectlens": {
-                "class": "logging.StreamHandler",
-                "formatter": "defectlens",
-                "stream": "ext://sys.stderr",
-            }
-        },
+        "handlers": {"defectlens": {"()": background_handler, "format": format}},
         "root": {"handlers": ["defectlens"], "level": level.upper()},
         "loggers": {
             name: {"handlers": [], "level": "INFO", "propagate": True}
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
         },
     }
+
+
+class _Background(logging.handlers.QueueHandler):
+    """Hands each record to `background_handler`'s thread, with the request id it was logged
+    under (the thread that formats it has no request)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.request_id = _request_id(record)
+        return super().prepare(record)
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def background_handler(format: LogFormat = "json") -> logging.Handler:
+    """A handler whose records are formatted and written to stderr by a thread of their own,
+    so a request never waits for its log line's JSON or the write; lines keep their order.
+    The thread of an earlier call is stopped (its lines written first), and the last one at
+    exit."""
+    global _listener
+    if _listener is None:
+        atexit.register(flush_logs)
+    else:
+        _listener.stop()
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
+    _listener.start()
+    return _Background(records)
+
+
+def flush_logs() -> None:
+    """Wait until every line logged so far is written."""
+    if _listener is not None and _listener._thread is not None:
+        _listener.stop()  # writes what is queued, then ends the thread
+        _listener.start()
 
 
 def configure_logging(format: LogFormat = "json", level: str = "INFO") -> None:

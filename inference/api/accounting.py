@@ -52,5 +52,12 @@ class RequestAccounting:
                 scope.get("path", ""),
                 status,
                 seconds * 1000,
-                extra={"status": status, "route": route},
+                extra={"status": status, "route": route, **_log_fields(scope)},
             )
+
+
+def _log_fields(scope: Scope) -> dict[str, object]:
+    """Fields a route put on its request's log line (`request.state.log_fields`)."""
+    state = scope.get("state") or {}
+    fields = state.get("log_fields") if isinstance(state, dict) else None
+    return dict(fields) if isinstance(fields, dict) else {}

@@ -24,7 +24,7 @@ from defectlens.inference.api.auth import (
     key_from_headers,
 )
 from defectlens.inference.api.errors import Forbidden, Unauthenticated
-from defectlens.inference.api.state import get_service, keys_of
+from defectlens.inference.api.state import get_service, keys_of, service_of
 from defectlens.inference.service import InspectionService
 from defectlens.inference.store import Store
 
@@ -37,19 +37,15 @@ _api_key_header = APIKeyHeader(
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 
 
-async def authenticate(
-    request: Request,
-    service: Annotated[InspectionService, Depends(get_service)],
-    api_key: Annotated[str | None, Security(_api_key_header)] = None,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> Caller:
-    """The caller behind the request's key; 401 without a valid one. A key verified in the
-    last `key_cache_s` seconds is answered from memory, others by the database in a worker
-    thread. Every refusal is logged and counted on /metrics."""
+async def authenticate(request: Request, api_key: str | None, bearer: str | None) -> Caller:
+    """The caller behind the request's key (`X-API-Key`, or `Authorization: Bearer`); 401
+    without a valid one. A key verified in the last `key_cache_s` seconds is answered from
+    memory, others by the database in a worker thread. Every refusal is logged and counted
+    on /metrics."""
+    service = service_of(request)
     if service.settings.auth_disabled:
         return AUTH_DISABLED_CALLER
-    authorization = f"Bearer {bearer.credentials}" if bearer else None
-    key = key_from_headers(api_key, authorization)
+    key = key_from_headers(api_key, f"Bearer {bearer}" if bearer else None)
     if not key:
         service.metrics.auth_failures.labels("missing").inc()
         raise Unauthenticated(
@@ -97,13 +93,20 @@ def check_station(caller: Caller, station: str) -> None:
         raise Forbidden(f"this API key is limited to stations {scope}; not {station!r}")
 
 
-def require(roles: frozenset[Role], action: str) -> Callable[[Caller], Coroutine[Any, Any, Caller]]:
-    """A dependency admitting callers whose role is in `roles` (admin always); 403 otherwise."""
+def require(roles: frozenset[Role], action: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
+    """A dependency admitting callers whose role is in `roles` (admin always); 401 without a
+    valid key, 403 for another role. One dependency, not a chain of them: FastAPI resolves
+    each on every request, and this one is on the per-part path."""
 
-    async def check(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-        return check_role(caller, roles, action)
+    async def caller(
+        request: Request,
+        api_key: Annotated[str | None, Security(_api_key_header)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> Caller:
+        found = await authenticate(request, api_key, bearer.credentials if bearer else None)
+        return check_role(found, roles, action)
 
-    return check
+    return caller
 
 
 Inspector = Annotated[Caller, Depends(require(INSPECT, "inspect parts"))]

@@ -226,7 +226,7 @@ def _inspect(
     metrics.verdicts.labels(metadata.station, result.verdict).inc()
     metrics.model_time.labels(metadata.station).observe(prediction.timings_ms.model / 1e3)
     metrics.inspection_time.labels(metadata.station).observe(time.perf_counter() - started)
-    log.info(
+    log.debug(
         "inspected %s: %s %.3f",
         metadata.serial or "(no serial)",
         result.verdict,

@@ -19,8 +19,10 @@ from defectlens.logs import (
     MAX_MESSAGE_CHARS,
     JsonFormatter,
     TextFormatter,
+    background_handler,
     configure_logging,
     current_request_id,
+    flush_logs,
     reset_request_id,
     set_request_id,
     submit_with_context,
@@ -238,6 +240,7 @@ def test_configure_logging_twice_writes_each_line_once(
     logging.getLogger("defectlens.test").info("once", extra={"station": "line1-cam1"})
     logging.getLogger("defectlens.test").debug("below the level")
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 1)
+    flush_logs()
     lines = stream.getvalue().splitlines()
     assert [json.loads(line)["message"] for line in lines] == [
         "once",
@@ -255,13 +258,31 @@ def test_loggers_made_before_the_setup_keep_logging(
     monkeypatch.setattr(sys, "stderr", stream)
     configure_logging("json")
     made_earlier.warning("still here")
+    flush_logs()
     assert json.loads(stream.getvalue())["message"] == "still here"
+
+
+def test_lines_written_by_the_background_thread_keep_their_request_id(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("json")
+    token = set_request_id("req-1")
+    try:
+        logging.getLogger("defectlens.test").warning("inside")
+    finally:
+        reset_request_id(token)
+    logging.getLogger("defectlens.test").warning("outside")
+    flush_logs()
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert inside["request_id"] == "req-1"
+    assert "request_id" not in outside
 
 
 def test_the_uvicorn_config_uses_the_same_formatter() -> None:
     config = uvicorn_log_config("text", "warning")
-    assert config["formatters"]["defectlens"]["()"] is TextFormatter
+    assert config["handlers"]["defectlens"] == {"()": background_handler, "format": "text"}
     assert config["root"] == {"handlers": ["defectlens"], "level": "WARNING"}
     assert config["disable_existing_loggers"] is False
     assert all(logger["propagate"] for logger in config["loggers"].values())
-    assert uvicorn_log_config()["formatters"]["defectlens"]["()"] is JsonFormatter

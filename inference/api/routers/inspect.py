@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from defectlens.inference.api.dependencies import Inspector, Service, check_station
+from defectlens.inference.api.dependencies import Inspector, check_station
+from defectlens.inference.api.state import service_of
 from defectlens.inference.api.upload import part_metadata, read_upload
 from defectlens.inference.service import PartMetadata
 from defectlens.result import InspectionResult
@@ -69,7 +70,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def inspect(
     request: Request,
-    service: Service,
     caller: Inspector,
     overlay: Annotated[
         bool, Query(description="also render the heat-map overlay now (heatmap_url)")
@@ -86,13 +86,21 @@ async def inspect(
     OK), store the result and return it. Metadata may come as form fields or query
     parameters (`station` is required). A replayed answer (same idempotency key) carries
     `Idempotent-Replayed: true`."""
+    service = service_of(request)  # the request is at hand: one dependency fewer per part
     data, form = await read_upload(request, service.settings.max_upload_bytes)
     metadata = part_metadata(form, request.query_params, idempotency_key)
     check_station(caller, metadata.station)
     inspected = await service.inspect(data, metadata, overlay)
+    result = inspected.result
+    request.state.log_fields = {  # on the request's log line
+        "station": result.station,
+        "serial": result.serial,
+        "result_id": result.result_id,
+        "verdict": result.verdict,
+    }
     headers = {"Idempotent-Replayed": "true"} if inspected.replayed else None
     return Response(
-        inspected.result.model_dump_json(by_alias=True),
+        result.model_dump_json(by_alias=True),
         media_type="application/json",
         headers=headers,
     )
