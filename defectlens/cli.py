@@ -12,6 +12,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from defectlens import __version__
@@ -21,52 +22,59 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _train(args: argparse.Namespace) -> int:
+    from defectlens.train.evaluate import metrics_table
     from defectlens.train.pipeline import train_model
     from defectlens.train.recipe import load_recipe
 
     recipe = load_recipe(Path(args.recipe))
-    version_dir = train_model(recipe, Path(args.data) if args.data else None, Path(args.out))
-    metrics = json.loads((version_dir / "model.json").read_text())["metrics"]
-    _print_metrics(metrics, header=f"held-out evaluation of {version_dir.name}")
+    version_dir = train_model(
+        recipe,
+        Path(args.data) if args.data else None,
+        Path(args.out),
+        skip_bad=args.skip_bad,
+        say=partial(print, flush=True),
+    )
+    card = json.loads((version_dir / "model.json").read_text())
+    metrics, skipped = card["metrics"], card["data"].get("skipped", [])
+    print(f"\nheld-out evaluation of {version_dir.name}")
+    if "counts" in metrics:
+        print("\n".join(metrics_table(metrics)))
+    else:
+        print(f"  {metrics.get('note', 'no held-out images to evaluate on')}")
+    if skipped:
+        print(f"  bad files left out: {len(skipped)} (listed above; model.json data.skipped)")
     print(f"report: {version_dir / 'report' / 'index.html'}")
     print(version_dir)
     return EXIT_OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from defectlens.datasets.layout import open_dataset
     from defectlens.inference.engine import Engine
-    from defectlens.train.evaluate import evaluate, training_thumbnails
-    from defectlens.train.report import write_report
+    from defectlens.train.evaluate import evaluate_folder, metrics_table
 
     engine = Engine(Path(args.model_dir), threads=args.threads)
-    dataset = open_dataset(Path(args.data))
-    samples = dataset.test
-    if not samples:
-        raise InputError(f"{args.data}: no test images to evaluate on")
-    plots_dir = Path(args.report) if args.report else None
-    # How close the images are to the model's training images, where those are still there.
-    trained_on = Path(str(engine.card.data.get("path", "")))
-    training = None
-    if trained_on.name and trained_on.is_dir():
-        try:
-            training = training_thumbnails(engine, open_dataset(trained_on).train)
-        except DefectLensError as error:
-            print(f"training images not compared: {error}", file=sys.stderr)
-    result, plots = evaluate(engine, samples, plots_dir, training)
-    if plots_dir is not None:
-        card = engine.card
-        page = write_report(
-            plots_dir,
-            result,
-            plots,
-            {"name": card.name, "version": card.version, "data": str(args.data)},
-        )
-        print(f"report: {page}", file=sys.stderr)
+    # with --json, stdout holds the JSON alone: the stage lines go to stderr
+    run = evaluate_folder(
+        engine,
+        Path(args.data),
+        report_dir=Path(args.report) if args.report else None,
+        include_training_images=args.include_training_images,
+        skip_bad=args.skip_bad,
+        say=partial(print, file=sys.stderr if args.json else sys.stdout, flush=True),
+    )
+    for warning in run.warnings:
+        print(f"defectlens: warning: {warning}", file=sys.stderr, flush=True)
+    if run.report is not None:
+        print(f"report: {run.report}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, indent=2, default=float))
-    else:
-        _print_metrics(result, header=f"{engine.card.name} {engine.card.version} on {args.data}")
+        print(json.dumps(run.result, indent=2, default=float))
+        return EXIT_OK
+    print(f"\n{engine.card.name} {engine.card.version} on {args.data}")
+    print("\n".join(metrics_table(run.result)))
+    if run.fitted_left_out:
+        print(f"  images the model was fitted on, left out: {run.fitted_left_out}")
+    if run.skipped:
+        print(f"  bad files left out: {len(run.skipped)} (listed above)")
     return EXIT_OK
 
 
@@ -117,26 +125,32 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.home) if args.home else None)
 
 
-def _print_metrics(metrics: dict[str, object], header: str) -> None:
-    print(header)
-    for key in (
-        "image_auroc",
-        "pixel_auroc",
-        "aupro",
-        "f1",
-        "escape_rate",
-        "false_reject_rate",
-        "threshold",
-        "fit_seconds",
-    ):
-        value = metrics.get(key)
-        if value is not None:
-            print(
-                f"  {key:<18} {value:.4f}" if isinstance(value, float) else f"  {key:<18} {value}"
-            )
-    counts = metrics.get("counts")
-    if counts:
-        print(f"  {'images':<18} {counts}")
+def _recipes_list(args: argparse.Namespace) -> int:
+    from defectlens.train.recipe import shipped_recipes
+
+    recipes = shipped_recipes()
+    width = max(len(name) for name in recipes) + 2
+    for recipe in recipes.values():
+        print(f"{recipe.name:<{width}}{recipe.description}")
+    return EXIT_OK
+
+
+def _recipes_show(args: argparse.Namespace) -> int:
+    from defectlens.train.recipe import shipped_recipe
+
+    sys.stdout.write(shipped_recipe(args.name).text)
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    from defectlens.train.recipe import init_workspace
+
+    written = init_workspace(Path(args.dir), args.recipe)
+    print(f"wrote the workspace {args.dir}:")
+    for path in written:
+        print(f"  {path}{'/' if path.is_dir() else ''}")
+    print(f"next: put good parts' images in {written[2]}/, then follow {written[1]}")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,13 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="fit a model from a recipe and write a new model version folder",
-        description="Fit, calibrate, export to ONNX, check parity and evaluate. The last line "
+        description="Check every image, fit, calibrate, export to ONNX, check parity and "
+        "evaluate. Prints the split used (which images fit, calibrate, evaluate); the last line "
         "printed is the new version folder.",
     )
     train.add_argument("recipe", help="recipe YAML, e.g. configs/anomaly.yaml")
     train.add_argument(
         "--data",
-        help="dataset folder (MVTec layout or one folder per class); overrides the recipe's `data`",
+        help="dataset folder (MVTec layout, one folder per class, or a folder of good images); "
+        "overrides the recipe's `data`",
+    )
+    train.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images and masks that cannot be read, and list them (model.json "
+        "data.skipped), instead of stopping",
     )
     train.add_argument(
         "--out",
@@ -171,10 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="measure a model version on a labeled dataset (ONNX Runtime)",
         description="Image AUROC, pixel AUROC, AUPRO, F1, escape and false-reject rates at the "
-        "model's threshold, on every test image of --data.",
+        "model's threshold, on every test image of --data (test/ of an MVTec folder, with or "
+        "without train/; every image of class folders or a folder of good images). Every image "
+        "is checked first. Images the model was fitted on (same file content) are left out.",
     )
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
-    evaluate.add_argument("--data", required=True, help="dataset folder")
+    evaluate.add_argument("--data", required=True, help="dataset folder, in any layout")
+    evaluate.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images and masks that cannot be read, and list them, instead of stopping",
+    )
+    evaluate.add_argument(
+        "--include-training-images",
+        action="store_true",
+        help="keep the images the model was fitted on in the figures (left out by default)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--report", metavar="DIR", help="also write plots and index.html here")
     evaluate.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
@@ -201,8 +235,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", help="workspace folder (default: $DEFECTLENS_HOME or ./defectlens-workspace)"
     )
     demo.set_defaults(handler=_demo)
+    _add_recipe_commands(commands)
     _add_service_commands(commands)
     return parser
+
+
+def _add_recipe_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """recipes, init: the shipped recipes, and a starter workspace made from one."""
+    recipes = commands.add_parser(
+        "recipes",
+        help="the training recipes that ship with defectlens: list, show",
+        description="A shipped recipe's name works wherever a recipe file does "
+        "(`defectlens train anomaly --data PATH`); a file of that name in the current "
+        "folder wins.",
+    )
+    recipe_commands = recipes.add_subparsers(
+        dest="recipes_command", metavar="ACTION", required=True
+    )
+    recipe_commands.add_parser(
+        "list", help="each shipped recipe's name and what it is for"
+    ).set_defaults(handler=_recipes_list)
+    show = recipe_commands.add_parser(
+        "show", help="print a shipped recipe as it ships, comments included"
+    )
+    show.add_argument("name", metavar="NAME", help="a name from `defectlens recipes list`")
+    show.set_defaults(handler=_recipes_show)
+
+    init = commands.add_parser(
+        "init",
+        help="start a workspace: a recipe to edit, the image folders, the next commands",
+        description="Writes DIR/recipe.yaml (a shipped recipe with its comments, reading "
+        "DIR/images), DIR/README.txt (the folder layout and the commands to train, evaluate, "
+        "promote and serve) and the empty image folders. DIR must be new or empty.",
+    )
+    init.add_argument("dir", metavar="DIR", help="the new workspace folder")
+    init.add_argument(
+        "--recipe",
+        default="anomaly",
+        help="the shipped recipe to start from (default: %(default)s; see `defectlens "
+        "recipes list`)",
+    )
+    init.set_defaults(handler=_init)
 
 
 def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

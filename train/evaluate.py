@@ -6,21 +6,32 @@ anomaly map with the ground-truth mask brought to the same geometry (defect = ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from defectlens.datasets.check import BadFile, check_dataset
 from defectlens.datasets.images import read_image, read_mask, to_model_input
-from defectlens.datasets.layout import GOOD, Sample
+from defectlens.datasets.layout import GOOD, Dataset, Sample, open_dataset
+from defectlens.errors import DefectLensError, InputError
 from defectlens.inference.engine import Engine
 from defectlens.train import metrics as m
-from defectlens.train.plots import plot_overlays, plot_roc, plot_score_histograms
+from defectlens.train.plots import (
+    InspectedPart,
+    plot_roc,
+    plot_score_histograms,
+    plot_wrong_verdicts,
+)
+from defectlens.train.report import write_report
 from defectlens.train.similarity import nearest_similarity, thumbnails
+from defectlens.train.splits import TrainingImages, read_training_images
 
+log = logging.getLogger(__name__)
 WORST_SHOWN = 8
 SELF_SIMILARITY_QUERIES = 512  # training images compared with the rest of the training set
 
@@ -42,7 +53,7 @@ def score_samples(
     spec = engine.card.input
     mask_spec = spec.model_copy(update={"channels": 1, "color": "gray"})
     scored: list[Scored] = []
-    for sample in tqdm(samples, desc=desc, unit="img", leave=False):
+    for sample in tqdm(samples, desc=desc, unit="img", leave=False, disable=None):
         image = read_image(sample.path)
         prepared = engine.prepare(image)
         score, anomaly_map = engine.run(prepared[np.newaxis])
@@ -60,7 +71,7 @@ def training_thumbnails(engine: Engine, samples: Sequence[Sample]) -> np.ndarray
     """Thumbnails (`train.similarity`) of training images as the model sees them."""
     return thumbnails(
         engine.prepare(read_image(s.path))
-        for s in tqdm(samples, desc="training thumbnails", unit="img", leave=False)
+        for s in tqdm(samples, desc="training thumbnails", unit="img", leave=False, disable=None)
     )
 
 
@@ -174,22 +185,19 @@ def write_plots(scored: Sequence[Scored], threshold: float, folder: Path) -> dic
     plots["Scores by defect type"] = plot_score_histograms(
         scores, [s.sample.defect_type for s in scored], threshold, folder / "histogram.png"
     )
-    misses = sorted((s for s in scored if s.sample.is_defective), key=lambda s: s.score)
-    alarms = sorted((s for s in scored if not s.sample.is_defective), key=lambda s: -s.score)
-    for title, group, name in (
-        ("Worst misses (defective, lowest scores)", misses, "worst_misses.png"),
-        ("Worst false alarms (good, highest scores)", alarms, "false_alarms.png"),
-    ):
-        items = [
-            (
-                f"{s.sample.defect_type} {s.sample.path.name}\nscore {s.score:.3f}",
-                s.image[..., 0] if s.image.shape[-1] == 1 else s.image,
-                s.anomaly_map,
-                s.mask,
-            )
-            for s in group[:WORST_SHOWN]
-        ]
-        plots[title] = plot_overlays(items, folder / name)
+    parts = [
+        InspectedPart(
+            f"{s.sample.defect_type} {s.sample.path.name}",
+            s.sample.is_defective,
+            s.score,
+            s.image[..., 0] if s.image.shape[-1] == 1 else s.image,
+            s.anomaly_map,
+            s.mask,
+        )
+        for s in scored
+    ]
+    # only parts the model got wrong: defective ones it passed, good ones it failed
+    plots.update(plot_wrong_verdicts(parts, threshold, folder, WORST_SHOWN))
     return plots
 
 
@@ -206,3 +214,220 @@ def evaluate(
     result = compute_metrics(scored, threshold, training)
     plots = write_plots(scored, threshold, plots_dir) if plots_dir is not None else {}
     return result, plots
+
+
+@dataclass
+class FolderEvaluation:
+    """`defectlens evaluate` on a folder: the figures, the images they are on, what was
+    left out and why."""
+
+    result: dict[str, Any]
+    dataset: Dataset
+    evaluated: list[Sample]
+    fitted_left_out: int = 0
+    """Images the model was fitted on (by content) left out of the figures."""
+    fitted_kept: int = 0
+    """...kept in them (`include_training_images`)."""
+    calibration_kept: int = 0
+    """Images the threshold was chosen on at training, among those evaluated."""
+    skipped: list[BadFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+def evaluate_folder(
+    engine: Engine,
+    data: Path,
+    *,
+    report_dir: Path | None = None,
+    include_training_images: bool = False,
+    skip_bad: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> FolderEvaluation:
+    """The model on every test image of `data`, in any layout, checked first as training
+    checks its data (`skip_bad` as there). Images the model was fitted on are recognised
+    by their sha256 (the version's `training_images.txt`) and left out of the figures
+    unless `include_training_images`; images it was calibrated on are kept, with a
+    warning."""
+    dataset = open_dataset(data)
+    if not dataset.test:
+        raise InputError(
+            f"{data}: no test images to evaluate on (train/good/ holds training images); "
+            "put labeled images in test/<good|defect type>/"
+        )
+    checked = check_dataset(dataset, samples=dataset.test, skip_bad=skip_bad, say=say)
+    say(f"data: {dataset.description}, {dataset.root}")
+    for note in dataset.notes:
+        say(f"note: {note}")
+    samples = checked.dataset.test
+    run = FolderEvaluation({}, checked.dataset, samples, skipped=checked.bad)
+    record = read_training_images(engine.model_dir)
+    if record is None:
+        run.warnings.append(
+            "this model version keeps no record of its training images (it was trained by "
+            "an older defectlens), so images it was fitted on cannot be recognised and left "
+            "out"
+        )
+    else:
+        _leave_out_training_images(run, record, checked.sha256, include_training_images)
+    if not run.evaluated:
+        raise InputError(
+            f"{data}: every image is one the model was fitted on; evaluate on parts it has "
+            "not seen, or pass --include-training-images to measure it on these anyway"
+        )
+    training = _training_thumbnails(engine, record, run.warnings)
+    say(f"scoring {len(run.evaluated)} images")
+    result, plots = evaluate(engine, run.evaluated, report_dir, training)
+    result["data"] = {
+        "path": str(dataset.root),
+        "layout": dataset.layout,
+        "evaluated": len(run.evaluated),
+        "training_images_left_out": run.fitted_left_out,
+        "training_images_kept": run.fitted_kept,
+        "calibration_images": run.calibration_kept,
+        "skipped": checked.skipped(),
+    }
+    if run.warnings:
+        result["warnings"] = list(run.warnings)
+    run.result = result
+    if report_dir is not None:
+        card = engine.card
+        run.report = write_report(
+            report_dir,
+            result,
+            plots,
+            {"name": card.name, "version": card.version, "data": str(dataset.root)},
+        )
+    return run
+
+
+def _leave_out_training_images(
+    run: FolderEvaluation,
+    record: TrainingImages,
+    sha256: dict[Path, str],
+    include: bool,
+) -> None:
+    """Recognise the model's own training images among `run.evaluated` by content."""
+    total = len(run.evaluated)
+    fitted = [s for s in run.evaluated if sha256.get(s.path) in record.fit]
+    if fitted and include:
+        run.fitted_kept = len(fitted)
+        run.warnings.append(
+            f"{len(fitted)} of the {total} images are images the model was fitted on (the "
+            "same file content); they are kept (--include-training-images), so the figures "
+            "read better than new parts will"
+        )
+    elif fitted:
+        run.fitted_left_out = len(fitted)
+        chosen = {s.path for s in fitted}
+        run.evaluated = [s for s in run.evaluated if s.path not in chosen]
+        run.warnings.append(
+            f"{len(fitted)} of the {total} images are images the model was fitted on (the "
+            "same file content): left out of the figures (--include-training-images keeps "
+            "them)"
+        )
+    calibrated = sum(sha256.get(s.path) in record.calibration for s in run.evaluated)
+    if calibrated:
+        run.calibration_kept = calibrated
+        run.warnings.append(
+            f"{calibrated} of the images evaluated chose the model's threshold at training: "
+            "the escape and false-reject rates at the threshold lean their way"
+        )
+
+
+def _training_thumbnails(
+    engine: Engine, record: TrainingImages | None, warnings: list[str]
+) -> np.ndarray | None:
+    """Thumbnails of the images the model was fitted on, where they still are, to tell how
+    close the evaluation images are to them; None (and why, in `warnings`) where not."""
+    trained_on = Path(str(engine.card.data.get("path", "")))
+    if not trained_on.name or not trained_on.is_dir():
+        return None
+    try:
+        if record is None:  # an older model version: its data set's train/good, if any
+            samples = open_dataset(trained_on).train
+        else:
+            samples = [Sample(trained_on / name, GOOD) for name in sorted(record.fit.values())]
+            samples = [s for s in samples if s.path.is_file()]
+        if len(samples) < 2:
+            return None
+        return training_thumbnails(engine, samples)
+    except DefectLensError as error:
+        warnings.append(f"the evaluation images were not compared with the training ones: {error}")
+        return None
+
+
+def metrics_table(result: dict[str, Any]) -> list[str]:
+    """The figures of `compute_metrics` as aligned lines with units, for the command line."""
+    counts = result.get("counts", {})
+    good, defective = int(counts.get("good", 0)), int(counts.get("defective", 0))
+    rows: list[tuple[str, str, str]] = [
+        ("images", f"{good + defective}", f"{good} good, {defective} defective")
+    ]
+    if "image_auroc" in result:
+        low, high = result.get("image_auroc_ci", [None, None])[:2]
+        interval = f"95 % CI {low:.3f} – {high:.3f}" if low is not None else ""
+        rows.append(("image AUROC", f"{result['image_auroc']:.3f}", interval))
+    for key, label in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1", "F1")):
+        if result.get(key) is not None:
+            rows.append((label, f"{result[key]:.3f}", ""))
+    missed, rejected = result.get("fn"), result.get("fp")
+    if result.get("escape_rate") is not None:
+        rows.append(
+            (
+                "escape rate",
+                _percent(result["escape_rate"]),
+                f"{missed} of {defective} defective parts passed as good",
+            )
+        )
+    if result.get("false_reject_rate") is not None:
+        rows.append(
+            (
+                "false-reject rate",
+                _percent(result["false_reject_rate"]),
+                f"{rejected} of {good} good parts rejected",
+            )
+        )
+    if result.get("threshold") is not None:
+        rows.append(("threshold", f"{result['threshold']:.3f}", "a score at or above it is NG"))
+    if result.get("fit_seconds") is not None:
+        rows.append(("fit time", f"{result['fit_seconds']:.1f} s", ""))
+    lines = _aligned(rows)
+    per_type = result.get("per_type") or {}
+    if per_type:
+        header = ("defect type", "images", "escape rate", "false-reject rate", "AUROC")
+        table = [header]
+        for name in sorted(per_type, key=lambda name: (name != GOOD, name)):
+            entry = per_type[name]
+            table.append(
+                (
+                    name,
+                    str(entry.get("count", "")),
+                    _percent(entry.get("escape_rate")),
+                    _percent(entry.get("false_reject_rate")),
+                    f"{entry['auroc']:.3f}" if entry.get("auroc") is not None else "",
+                )
+            )
+        lines += ["", *_aligned(table)]
+    return lines
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines, the first column left-aligned and the others right-aligned, except a
+    last column of words (left-aligned)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    words_last = len(rows[0]) == 3
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        for i, cell in enumerate(row[1:], start=1):
+            last = i == len(row) - 1
+            cells.append(cell.ljust(widths[i]) if words_last and last else cell.rjust(widths[i]))
+        lines.append(("  " + "   ".join(cells)).rstrip())
+    return lines
+
+
+def _percent(rate: float | None) -> str:
+    if rate is None:
+        return ""
+    return f"{rate * 100:.2f} %" if 0 < rate < 0.01 else f"{rate * 100:.1f} %"

@@ -11,7 +11,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -19,9 +19,9 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 import torch
-from tqdm import tqdm
 
 import defectlens
+from defectlens.datasets.check import check_dataset, in_parallel
 from defectlens.datasets.images import read_image, to_model_input
 from defectlens.datasets.layout import Sample, open_dataset
 from defectlens.errors import DataError, RecipeError
@@ -41,7 +41,13 @@ from defectlens.train.fit import build_network, fit_memory_bank, raw_scores
 from defectlens.train.recipe import Recipe
 from defectlens.train.report import write_report
 from defectlens.train.similarity import thumbnails
-from defectlens.train.splits import Splits, plan_splits
+from defectlens.train.splits import (
+    TRAINING_IMAGES_FILE,
+    Splits,
+    plan_splits,
+    without_copies_of_fit,
+    write_training_images,
+)
 
 log = logging.getLogger(__name__)
 PARITY_IMAGES = 4
@@ -61,10 +67,8 @@ def input_spec(recipe: Recipe, samples: Sequence[Sample]) -> InputSpec:
 
 
 def load_images(samples: Sequence[Sample], spec: InputSpec, desc: str) -> np.ndarray:
-    images = [
-        to_model_input(read_image(s.path), spec)
-        for s in tqdm(samples, desc=desc, unit="img", leave=False)
-    ]
+    """The samples decoded and brought to the model's input, a thread a core."""
+    images = in_parallel(lambda s: to_model_input(read_image(s.path), spec), samples, desc)
     return (
         np.stack(images)
         if images
@@ -74,28 +78,25 @@ def load_images(samples: Sequence[Sample], spec: InputSpec, desc: str) -> np.nda
 
 def calibrate(recipe: Recipe, raw: np.ndarray, samples: Sequence[Sample]) -> Calibration:
     labels = np.array([s.is_defective for s in samples], dtype=bool)
-    policy = recipe.threshold.policy
-    if policy != "target_frr" and not labels.any():
-        raise RecipeError(
-            f"threshold policy {policy!r} needs defective images to calibrate on and the "
-            "data has none; use `threshold: {policy: target_frr, target: 0.01}`"
-        )
     if not (~labels).any():
         raise DataError(
             "no good images left to calibrate on; add good images or lower "
             "threshold.good_holdout / validation_fraction"
         )
-    target = recipe.threshold.target
-    if policy == "target_frr" and target is None:
-        target = 0.01
-    raw_threshold = thresholds.calibrate(policy, labels, raw, target)
-    scale = thresholds.sigmoid_scale(raw_threshold, raw[~labels])
+    # Without defective images, best_f1 / zero_escape fall back to target_frr (a warning).
+    choice = thresholds.choose_threshold(
+        recipe.threshold.policy, labels, raw, recipe.threshold.target
+    )
+    for warning in choice.warnings:
+        log.warning("threshold calibration: %s", warning)
+    scale = thresholds.sigmoid_scale(choice.raw_threshold, raw[~labels])
     return Calibration(
-        policy=policy,
-        target=target,
-        raw_threshold=float(raw_threshold),
+        policy=choice.policy,
+        target=choice.target,
+        raw_threshold=float(choice.raw_threshold),
         scale=float(scale),
         validation={"good": int((~labels).sum()), "defective": int(labels.sum())},
+        warnings=list(choice.warnings),
     )
 
 
@@ -109,26 +110,53 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
-    """Fit, calibrate, export, check and evaluate; returns the new version folder."""
+def train_model(
+    recipe: Recipe,
+    data: Path | None,
+    out: Path,
+    *,
+    skip_bad: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> Path:
+    """Check the data, fit, calibrate, export, check parity and evaluate; returns the new
+    version folder. Every image is checked before anything is fitted: bad files stop the
+    run, all named at once, unless `skip_bad` (then they are left out and recorded in
+    model.json's `data.skipped`). `say` gets a line a stage, and the data and split used."""
     data = data or recipe.data
     if data is None:
         raise RecipeError("no data: give --data PATH or set `data:` in the recipe")
     torch.manual_seed(recipe.seed)
-    started = time.perf_counter()
     dataset = open_dataset(Path(data))
+    checked = check_dataset(dataset, skip_bad=skip_bad, say=say)
+    dataset = checked.dataset
     splits: Splits = plan_splits(
         dataset,
         validation_fraction=recipe.threshold.validation_fraction,
         good_holdout=recipe.threshold.good_holdout,
         seed=recipe.seed,
     )
+    splits, copies = without_copies_of_fit(splits, checked.sha256)
+    say(f"data: {dataset.description}, {dataset.root}")
+    for note in dataset.notes:
+        say(f"note: {note}")
+    say(f"split: {splits.rule}")
+    for line in splits.table():
+        say(line)
+    if copies:
+        say(
+            f"note: {copies} held-out images are byte-for-byte copies of fit images and are "
+            "left out of calibration and evaluation"
+        )
+
+    started = time.perf_counter()
     spec = input_spec(recipe, splits.fit)
+    say(f"fitting the model on {len(splits.fit)} good images")
     fit_images = load_images(splits.fit, spec, "load fit")
     network = build_network(recipe, spec.channels)
     sizes = fit_memory_bank(network, fit_images, recipe)
     fit_seconds = time.perf_counter() - started
 
+    say(f"calibrating the threshold on {len(splits.calibration)} images")
     calibration_images = load_images(splits.calibration, spec, "load calibration")
     raw = raw_scores(network, calibration_images, recipe.batch_size, "calibrate")
     calibration = calibrate(recipe, raw, splits.calibration)
@@ -138,6 +166,7 @@ def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
     destination_parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=destination_parent))
     try:
+        say("exporting to ONNX and checking it against PyTorch")
         onnx_path = staging / "model.onnx"
         export_onnx(network, onnx_path, spec.channels)
         parity = check_parity(
@@ -170,7 +199,11 @@ def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
                 "layout": dataset.layout,
                 "counts": dataset.counts(),
                 "splits": splits.counts(),
+                "split_rule": splits.rule,
                 "memory_bank": sizes,
+                "training_images": TRAINING_IMAGES_FILE,
+                "skipped": checked.skipped(),
+                "notes": list(dataset.notes),
             },
             software=software_versions(),
         )
@@ -178,6 +211,8 @@ def train_model(recipe: Recipe, data: Path | None, out: Path) -> Path:
         (staging / "recipe.yaml").write_text(
             recipe.model_copy(update={"data": Path(data).resolve()}).to_yaml(), encoding="utf-8"
         )
+        write_training_images(staging, splits, checked.sha256, dataset.root)
+        say(f"evaluating on {len(splits.evaluation)} held-out images")
         report_metrics = _evaluate_into(staging, card, splits.evaluation, thumbnails(fit_images))
         report_metrics["fit_seconds"] = round(fit_seconds, 2)
         card = card.model_copy(update={"metrics": report_metrics})
@@ -213,7 +248,12 @@ def _evaluate_into(
         "raw threshold": f"{card.calibration.raw_threshold:.4f}",
         "data": card.data.get("path", ""),
         "splits": card.data.get("splits", {}),
+        "split rule": card.data.get("split_rule", ""),
+        "skipped files": "; ".join(
+            f"{bad['path']}: {bad['reason']}" for bad in card.data.get("skipped", [])
+        )
+        or "none",
         "parity (max abs diff)": f"{max(card.parity.get('max_abs_score', 0), card.parity.get('max_abs_map', 0)):.2e}",  # noqa: E501
     }
-    write_report(report_dir, result, plots, summary)
+    write_report(report_dir, result, plots, summary, calibration=card.calibration)
     return result
