@@ -67,8 +67,12 @@ class ResultStore:
         images: Iterable[StoredImage | tuple[str, str | Path, int]] = (),
         sinks: Iterable[str] = (),
         idempotency_key: str | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> None:
         """Store a result with its defects, image rows and one outbox row per sink, atomically.
+
+        `payload` is what the sinks send (built once, e.g. `delivery.payload_of(result)`);
+        by default the result as JSON.
 
         `idempotency_key`, the client's key for the part, makes a retry safe: if the station
         already has a result under it, `DuplicatePart` carries that result, also when two
@@ -78,7 +82,7 @@ class ResultStore:
         """
         if idempotency_key is not None and not idempotency_key.strip():
             raise InputError("idempotency key is empty; send a non-empty key or none")
-        rows = result_rows(result, images, sinks, self.instance, idempotency_key)
+        rows = result_rows(result, images, sinks, self.instance, idempotency_key, payload)
         try:
             with self.db.write() as session:
                 insert_rows(session, rows)
@@ -195,6 +199,7 @@ def result_rows(
     sinks: Iterable[str],
     instance: str,
     idempotency_key: str | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> list[tuple[Table, list[dict[str, Any]]]]:
     """The rows `save_result` inserts, table by table in insertion order, each checked; the
     image rows carry the service `instance`."""
@@ -235,12 +240,14 @@ def result_rows(
     outbox = []
     sink_names = list(dict.fromkeys(sinks))
     if sink_names:
-        payload = result.model_dump(mode="json", by_alias=True)
+        if payload is None:
+            payload = result.model_dump(mode="json", by_alias=True)
         now = utc_now()
         outbox = [
             {
                 "result_id": result_id,
                 "sink": sink,
+                "station": result.station,
                 "payload": payload,
                 "attempts": 0,
                 "created_at": now,

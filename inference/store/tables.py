@@ -317,7 +317,17 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("result_id", "sink"),
-        Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
+        # The rows still to deliver, by sink and station in order (the delivery worker's
+        # claim asks for a station's earlier rows).
+        Index(
+            "ix_outbox_queue",
+            "sink",
+            "station",
+            "id",
+            sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+        ),
+        Index("ix_outbox_dead_at", "dead_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -328,3 +338,9 @@ class OutboxRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utc_now)
     delivered_at: Mapped[datetime | None] = mapped_column()
+    station: Mapped[str] = mapped_column(String(64), server_default="")
+    """The result's station: a station's rows go to a sink in order."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last try failed (None once delivered or never tried)."""
+    dead_at: Mapped[datetime | None] = mapped_column()
+    """When the row became a dead letter (too many failures); a retry clears it."""
