@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -317,3 +318,26 @@ def test_every_answer_carries_a_request_id(service: Service, good_part: bytes) -
     assert answered.headers["x-request-id"] == "plc-7-part-1"
     refused = service.client.post("/v1/inspect", content=good_part)
     assert refused.status_code == 401 and len(refused.headers["x-request-id"]) >= 16
+
+
+def test_images_in_other_formats_or_over_the_pixel_limit_are_never_decoded(
+    service: Service, good_part: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny WebP or TIFF whose header claims 12000×12000 pixels: refused from the header
+    # (415 for a format that is not accepted, 413 over the limit), never handed to OpenCV.
+    def no_decode(*args: Any) -> Any:
+        raise AssertionError("cv2.imdecode was called")
+
+    monkeypatch.setattr("defectlens.datasets.images.cv2.imdecode", no_decode)
+    webp = b"RIFF" + struct.pack("<I", 30) + b"WEBPVP8X" + struct.pack("<I", 10) + bytes(4)
+    webp += (12000 - 1).to_bytes(3, "little") + (12000 - 1).to_bytes(3, "little")
+    response = service.inspect(webp, content_type="image/webp")
+    assert response.status_code == 415, response.text
+    assert "WebP images are not accepted" in response.json()["detail"]
+    entries = [(256, 4, 1, 12000), (257, 4, 1, 12000)]  # ImageWidth, ImageLength: LONG
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
+    tiff += b"".join(struct.pack("<HHII", *entry) for entry in entries) + bytes(4)
+    response = service.inspect(tiff, content_type="image/tiff")
+    assert response.status_code == 413, response.text
+    assert "12000×12000" in response.json()["detail"]
+    assert service.stored_count() == 0
