@@ -12,12 +12,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from defectlens.errors import InputError, TooLarge, UnsupportedFormat
+from defectlens.inference.api.guard import MULTIPART_SLACK
 from defectlens.inference.service import PartMetadata
 
 METADATA_FIELDS = tuple(PartMetadata.model_fields)
 FILE_FIELDS = ("file", "image")
-_MULTIPART_SLACK = 64 * 1024
-"""Room for multipart boundaries and metadata fields on top of the image's byte limit."""
 
 
 def part_metadata(
@@ -60,7 +59,7 @@ def overlay_flag(query: Mapping[str, str]) -> bool:
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    """The whole request body, or `PayloadTooLarge` as soon as it passes `limit` bytes."""
+    """The whole request body, or `TooLarge` as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
@@ -83,7 +82,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, dict[str
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        body = await read_limited(request, max_bytes + _MULTIPART_SLACK)
+        body = await read_limited(request, max_bytes + MULTIPART_SLACK)
         return await _parse_multipart(request, body, max_bytes)
     if media_type.startswith("image/") or media_type == "application/octet-stream":
         return await read_limited(request, max_bytes), {}
