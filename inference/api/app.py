@@ -27,8 +27,9 @@ from defectlens.inference.api.docs import install_docs
 from defectlens.inference.api.errors import install_error_handlers
 from defectlens.inference.api.guard import RequestGuard
 from defectlens.inference.api.request_id import RequestIdMiddleware
-from defectlens.inference.api.routers import health, inspect, models, results
+from defectlens.inference.api.routers import deliveries, health, inspect, models, results
 from defectlens.inference.service import InspectionService, ServiceSettings
+from defectlens.inference.service.deliveries import start_delivery
 from defectlens.inference.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             log.warning(AUTH_DISABLED_WARNING)
         service = await anyio.to_thread.run_sync(InspectionService.open, settings, metrics)
         app.state.service = service
+        start_delivery(service)  # results to the MES sinks, in threads of its own
         app.state.keys = KeyCache(lambda key: verify_key(service.store, key), settings.key_cache_s)
         loops = [_every(settings.retention_interval_s, service.tidy_images)]
         if settings.deployment_poll_s > 0:
@@ -78,7 +80,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # request id (`_ServiceApp`).
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics)
     app.add_middleware(RequestAccounting, metrics=metrics)
-    for router in (inspect.router, results.router, models.router, health.router):
+    for router in (inspect.router, results.router, models.router, deliveries.router, health.router):
         app.include_router(router)
     return app
 

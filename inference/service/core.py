@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Self
 
 from defectlens.errors import InspectionTimeout, Unavailable
+from defectlens.inference.delivery import DeliveryWorker
 from defectlens.inference.engine_registry import EngineRegistry
 from defectlens.inference.service.deployments import sync_engines
 from defectlens.inference.service.inspection import (
@@ -59,6 +60,8 @@ class InspectionService:
         """Parts accepted by `inspect` and not yet answered (queued or running)."""
         self._in_progress = 0
         """Parts between their decode and their stored result, on any thread."""
+        self.delivery: DeliveryWorker | None = None
+        """Delivers stored results to the MES sinks (`deliveries.start_delivery`)."""
 
     @classmethod
     def open(cls, settings: ServiceSettings, metrics: ServiceMetrics | None = None) -> Self:
@@ -83,6 +86,8 @@ class InspectionService:
     def close(self) -> None:
         """Let inspections in flight finish and store their results, then close the store."""
         self.threads.shutdown(wait=True)
+        if self.delivery is not None:
+            self.delivery.stop()
         self.database.close()
 
     async def inspect(

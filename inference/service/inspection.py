@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from defectlens.datasets.images import decode_image
 from defectlens.errors import InspectionTimeout, NotFound, StorageFull
+from defectlens.inference.delivery.payload import payload_of
 from defectlens.inference.engine import Engine
 from defectlens.inference.engine_registry import StationNotServed
 from defectlens.inference.overlay import render_overlay
+from defectlens.inference.service.deliveries import sink_names
 from defectlens.inference.service.images import (
     HEATMAP_SUFFIX,
     encode_png,
@@ -206,7 +208,14 @@ def _inspect(
         )
         if attempt is not None:
             attempt.begin_store()
-        service.store.save_result(result, images, idempotency_key=metadata.idempotency_key)
+        sinks = sink_names(settings)
+        service.store.save_result(
+            result,
+            images,
+            sinks=sinks,
+            idempotency_key=metadata.idempotency_key,
+            payload=payload_of(result) if sinks else None,
+        )
     except DuplicatePart as duplicate:  # a retry with the same key was stored meanwhile
         _remove(written)
         return Inspected(duplicate.existing, replayed=True)
@@ -222,6 +231,8 @@ def _inspect(
     except BaseException:
         _remove(written)
         raise
+    if service.delivery is not None:
+        service.delivery.notify()
     metrics = service.metrics
     metrics.verdicts.labels(metadata.station, result.verdict).inc()
     metrics.model_time.labels(metadata.station).observe(prediction.timings_ms.model / 1e3)

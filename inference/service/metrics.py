@@ -85,6 +85,38 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.outbox_pending = Gauge(
+            "defectlens_outbox_pending",
+            "Results stored and not yet delivered to the sink (the backlog).",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.outbox_dead = Gauge(
+            "defectlens_outbox_dead",
+            "Results the sink never took (dead letters, until retried).",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.outbox_oldest_s = Gauge(
+            "defectlens_outbox_oldest_pending_seconds",
+            "Age of the oldest result not yet delivered to the sink (0 when none waits).",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.delivery_lag = Histogram(
+            "defectlens_delivery_lag_seconds",
+            "Time from a result stored to the sink's acknowledgement, by sink.",
+            ["sink"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.delivery_failures = Counter(
+            "defectlens_delivery_failures",
+            "Failed deliveries by sink, and whether the result became a dead letter.",
+            ["sink", "dead"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)

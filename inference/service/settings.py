@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from defectlens import DECODE_PIXEL_CAP
 from defectlens.logs import LogFormat
@@ -80,6 +81,35 @@ class ServiceSettings(Settings):
     """Delete the oldest retained, unlabeled images beyond this total (None: no budget)."""
     retention_interval_s: float = Field(default=3600.0, gt=0.0)
     """How often the retention policy runs while the service is up."""
+    webhook_url: str | None = None
+    """Results to the MES: POST each result (JSON) here; None: no webhook sink."""
+    webhook_secret: SecretStr | None = None
+    """Signs each webhook body (header X-DefectLens-Signature: t=...,v1=HMAC-SHA256)."""
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0)
+    """Connect, send and answer timeout of one webhook POST."""
+    mqtt_url: str | None = None
+    """Results to an MQTT broker: mqtt://host:1883 or mqtts://host:8883 (TLS); None: no
+    MQTT sink."""
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_ca_file: Path | None = None
+    """CA certificate(s) the broker's TLS certificate must chain to (default: the system's)."""
+    mqtt_client_id: str | None = None
+    """The MQTT client id (default: defectlens-<instance id>)."""
+    delivery_max_attempts: int = Field(default=100, ge=1)
+    """A result a sink failed to take this many times becomes a dead letter (listed by
+    `defectlens deliveries list`, re-sent by `deliveries retry`)."""
+    delivery_max_rejections: int = Field(default=3, ge=1)
+    """A result the receiver rejects (HTTP 4xx) is a dead letter after this many tries, so
+    it holds its station's later results back no longer."""
+    delivery_backoff_s: float = Field(default=1.0, gt=0.0)
+    """The wait after a failed delivery, doubled with each further failure (with jitter)..."""
+    delivery_max_backoff_s: float = Field(default=30.0, gt=0.0)
+    """...up to this: the longest a sink that came back waits for its first try."""
+    delivery_poll_s: float = Field(default=0.5, gt=0.0)
+    """How often each sink looks for results due again (new results wake it at once)."""
+    sink_down_ready_s: float = Field(default=300.0, gt=0.0)
+    """A sink failing for longer than this makes /readyz 503, naming the sink."""
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from defectlens.inference.api.dependencies import Service
 from defectlens.inference.api.schemas import Health, Readiness, StationReadiness
 from defectlens.inference.service import InspectionService
+from defectlens.inference.service.deliveries import delivery_backlog, delivery_problems
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +24,8 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(service: Service) -> JSONResponse:
     """200 when the database answers, every station with a promoted model has it loaded and
-    the images' disk has room; 503 with the reasons otherwise. Also says whether
+    the images' disk has room and no MES sink has failed for longer than
+    DEFECTLENS_SINK_DOWN_READY_S; 503 with the reasons otherwise. Also says whether
     authentication is disabled."""
     report = await run_in_threadpool(readiness, service)
     return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
@@ -32,8 +34,10 @@ async def readyz(service: Service) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(service: Service) -> Response:
     """Prometheus text format: requests by route and status, latencies, verdicts per
-    station, model time, parts waiting, free disk, refused keys."""
+    station, model time, parts waiting, free disk, refused keys, and per MES sink the
+    backlog, dead letters, the oldest waiting result's age and the delivery lag."""
     service.free_disk_bytes()
+    delivery_backlog(service)
     return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
 
@@ -65,6 +69,7 @@ def readiness(service: InspectionService) -> Readiness:
                 problems.append(f"station {status.station}: {status.problem}")
         if not promoted:
             problems.append("no station has a model promoted; nothing can be inspected yet")
+        problems += delivery_problems(service)
     return Readiness(
         ready=not problems,
         database=database,

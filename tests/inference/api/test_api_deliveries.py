@@ -1,0 +1,110 @@
+"""Results to the MES through the running service: an inspected part reaches a real webhook
+receiver, signed; dead letters are listed and re-sent through the API; the backlog shows on
+/metrics and a failing sink on /readyz."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from api_service import STATION, Service
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))  # receiver
+from receiver import Receiver
+
+from defectlens.inference.delivery.webhook import SIGNATURE_HEADER, verify_signature
+
+SECRET = "mes-secret"
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    running.start()
+    yield running
+    running.stop()
+
+
+def _webhook_service(
+    make_service: Callable[..., Service], url: str, **overrides: object
+) -> Service:
+    return make_service(
+        webhook_url=url,
+        webhook_secret=SECRET,
+        delivery_backoff_s=0.02,
+        delivery_max_backoff_s=0.1,
+        delivery_poll_s=0.02,
+        **overrides,
+    )
+
+
+def test_an_inspected_part_reaches_the_webhook_signed(
+    make_service: Callable[..., Service], receiver: Receiver, good_part: bytes
+) -> None:
+    service = _webhook_service(make_service, receiver.url)
+    answer = service.inspect(good_part, serial="SN-1", line="L1")
+    assert answer.status_code == 200
+    result = answer.json()
+    _wait_for(lambda: len(receiver.received) == 1)
+    (got,) = receiver.received
+    assert got.payload["result_id"] == result["result_id"]
+    assert (got.payload["station"], got.payload["serial"]) == (STATION, "SN-1")
+    assert got.payload["verdict"] == result["verdict"]
+    assert got.headers["Idempotency-Key"] == result["result_id"]
+    assert verify_signature(SECRET, got.headers[SIGNATURE_HEADER], got.body)
+    _wait_for(lambda: not service.store.list_deliveries(state="pending"))
+    metrics = service.client.get("/metrics").text
+    assert 'defectlens_outbox_pending{sink="webhook"} 0.0' in metrics
+    assert 'defectlens_delivery_lag_seconds_count{sink="webhook"} 1.0' in metrics
+
+
+def test_dead_letters_are_listed_and_resent_through_the_api(
+    make_service: Callable[..., Service], receiver: Receiver, good_part: bytes
+) -> None:
+    service = _webhook_service(make_service, receiver.url, delivery_max_attempts=2)
+    receiver.stop()  # the MES is down long enough for the policy to give up
+    result_id = service.inspect(good_part).json()["result_id"]
+    listing = "/v1/deliveries?state=dead"
+    _wait_for(lambda: len(service.client.get(listing, headers=service.auth("qa")).json()) == 1)
+    (dead,) = service.client.get(listing, headers=service.auth("qa")).json()
+    assert (dead["result_id"], dead["sink"], dead["state"]) == (result_id, "webhook", "dead")
+    assert "ConnectError" in dead["last_error"]
+    assert service.client.get(listing, headers=service.auth("line")).status_code == 403
+    assert 'defectlens_outbox_dead{sink="webhook"} 1.0' in service.client.get("/metrics").text
+
+    receiver.start()
+    retry = f"/v1/deliveries/{dead['id']}/retry"
+    answer = service.client.post(retry, headers=service.auth("qa"))
+    assert answer.status_code == 200 and answer.json()["state"] == "pending"
+    _wait_for(lambda: len(receiver.received) == 1)
+    assert receiver.payloads()[0]["result_id"] == result_id
+    assert (
+        service.client.post("/v1/deliveries/999999/retry", headers=service.auth()).status_code
+        == 404
+    )
+
+
+def test_a_sink_down_too_long_makes_the_service_not_ready(
+    make_service: Callable[..., Service], receiver: Receiver, good_part: bytes
+) -> None:
+    service = _webhook_service(make_service, receiver.url, sink_down_ready_s=0.2)
+    assert service.client.get("/readyz").status_code == 200
+    receiver.stop()
+    service.inspect(good_part)
+    time.sleep(0.5)
+    _wait_for(lambda: service.client.get("/readyz").status_code == 503)
+    problems = service.client.get("/readyz").json()["problems"]
+    assert any("sink webhook" in problem and "ConnectError" in problem for problem in problems)
+    receiver.start()
+    _wait_for(lambda: service.client.get("/readyz").status_code == 200)
