@@ -107,6 +107,29 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     restore.set_defaults(handler=_restore)
 
+    deliveries = commands.add_parser(
+        "deliveries",
+        help="results to the MES: deliveries per sink, dead letters and their re-sending",
+    )
+    deliveries_commands = deliveries.add_subparsers(
+        dest="deliveries_command", metavar="ACTION", required=True
+    )
+    listing = deliveries_commands.add_parser(
+        "list", help="deliveries newest first, with their tries and last error"
+    )
+    listing.add_argument("--state", choices=("pending", "delivered", "dead"), default="dead")
+    listing.add_argument("--sink", help="only this sink (webhook, mqtt)")
+    listing.add_argument("--station", help="only this station")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=_deliveries_list)
+    retry = deliveries_commands.add_parser(
+        "retry",
+        help="send a dead letter again (a running service picks it up within "
+        "DEFECTLENS_DELIVERY_POLL_S seconds)",
+    )
+    retry.add_argument("delivery_id", metavar="ID", type=int)
+    retry.set_defaults(handler=_deliveries_retry)
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -285,3 +308,33 @@ def _restore(args: argparse.Namespace) -> int:
 
 def _figure(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def _deliveries_list(args: argparse.Namespace) -> int:
+    from defectlens.inference.service.deliveries import list_deliveries
+
+    store = _store()
+    try:
+        records = list_deliveries(store, args.state, args.sink, args.station, args.limit)
+    finally:
+        store.db.close()
+    if not records:
+        print(f"no {args.state} deliveries")
+    for record in records:
+        print(
+            f"{record.id:>8}  {record.state:<9} {record.sink:<8} {record.station:<12} "
+            f"{record.result_id}  tries {record.attempts}  {record.last_error or ''}".rstrip()
+        )
+    return EXIT_OK
+
+
+def _deliveries_retry(args: argparse.Namespace) -> int:
+    from defectlens.inference.service.deliveries import retry_delivery
+
+    store = _store()
+    try:
+        record = retry_delivery(store, args.delivery_id)
+    finally:
+        store.db.close()
+    print(f"delivery {record.id} (result {record.result_id} to {record.sink}) will be sent again")
+    return EXIT_OK
