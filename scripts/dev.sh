@@ -43,6 +43,13 @@ setup_system() {
     apt-get update -qq
     apt-get install -y -qq postgresql >/dev/null
   fi
+  # mosquitto for the MQTT sink's tests (a real broker, started by tests/mqtt_broker.py).
+  if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    log "installing mosquitto (Debian package)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq mosquitto >/dev/null
+  fi
 }
 
 setup_python() {
