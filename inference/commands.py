@@ -14,7 +14,7 @@ from typing import Any
 
 from defectlens.errors import InputError
 
-EXIT_OK = 0
+EXIT_OK, EXIT_FAILURE = 0, 1
 ROLE_CHOICES = ("line", "qa", "manager", "admin")
 
 
@@ -40,16 +40,22 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="make a model version folder the active model of a station",
         description="Verifies and loads the folder, copies it into the workspace's models "
         "folder (so the service no longer needs the training folder), registers it, and "
-        "records it as the station's active model (the station is created if new). A running "
-        "service swaps to it within DEFECTLENS_DEPLOYMENT_POLL_S seconds.",
+        "records it as the station's active model (the station is created if new). Then waits "
+        "until every service running on the workspace serves it (they look every "
+        "DEFECTLENS_DEPLOYMENT_POLL_S seconds) and says when each swapped; exit status 1 if "
+        "one did not in time or could not load it.",
     )
     promote.add_argument("model_dir", metavar="MODEL_DIR", help="a folder `defectlens train` wrote")
     promote.add_argument("--station", required=True, help="station id, e.g. line1-cam1")
+    _add_wait_options(promote)
     promote.set_defaults(handler=_models_promote)
     rollback = models_commands.add_parser(
-        "rollback", help="return a station to the model it ran before the current one"
+        "rollback",
+        help="return a station to the model it ran before the current one",
+        description="Then waits, as `promote` does, until every running service serves it.",
     )
     rollback.add_argument("--station", required=True, help="station id")
+    _add_wait_options(rollback)
     rollback.set_defaults(handler=_models_rollback)
 
     keys = commands.add_parser("keys", help="API keys: create, list, revoke")
@@ -195,6 +201,7 @@ def _models_promote(args: argparse.Namespace) -> int:
             f"--station {args.station!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    _check_wait(args)
     folder = Path(args.model_dir)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such model version folder")
@@ -206,14 +213,77 @@ def _models_promote(args: argparse.Namespace) -> int:
         f"station {deployment.station_id}: {version.name} {version.version} "
         f"(model version {version.id}, {version.path}) is active"
     )
-    return EXIT_OK
+    return _wait_for_services(args, deployment)
 
 
 def _models_rollback(args: argparse.Namespace) -> int:
+    _check_wait(args)
     deployment = _store().rollback(args.station, actor="cli")
     version = deployment.model_version
     print(f"station {deployment.station_id}: back to {version.name} {version.version}")
-    return EXIT_OK
+    return _wait_for_services(args, deployment)
+
+
+def _add_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the running services to swap (default: 30)",
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="do not wait for the running services"
+    )
+
+
+def _check_wait(args: argparse.Namespace) -> None:
+    if not args.wait >= 0:
+        raise InputError(f"--wait {args.wait:g}: give a number of seconds, 0 or more")
+
+
+def _wait_for_services(args: argparse.Namespace, deployment: Any) -> int:
+    """Wait until every service running on the workspace serves the deployment's model, and
+    say when each did; 1 if one could not load it, does not poll or did not swap in time."""
+    from defectlens.inference.service import ServiceSettings
+    from defectlens.inference.service.instances import run_dir, running_instances, wait_for_model
+
+    version, station = deployment.model_version, deployment.station_id
+    model = f"{version.name} {version.version}"
+    if args.no_wait:
+        return EXIT_OK
+    folder = run_dir(ServiceSettings().home)
+    running, stale = running_instances(folder)
+    for status in stale:
+        seen = f"{status.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+        print(f"{status.name} last reported at {seen}: not running (ignored)")
+    if not running:
+        print(f"no service is running on this workspace; it will serve {model} when it starts")
+        return EXIT_OK
+    print(f"waiting up to {args.wait:g} s for {len(running)} running service(s) to swap")
+    failures = 0
+    outcomes = wait_for_model(
+        folder, running, station, f"{version.name}/{version.version}", version.path, args.wait
+    )
+    for outcome in outcomes:
+        name, after = outcome.instance.name, f"{outcome.after_s:.1f} s"
+        if outcome.outcome == "swapped":
+            print(f"{name} swapped after {after}")
+            continue
+        if outcome.outcome == "stopped":
+            print(f"{name} stopped; it will serve {model} when it starts")
+            continue
+        failures += 1
+        if outcome.outcome == "failed":
+            print(f"{name} could not swap: {outcome.problem}")
+        elif outcome.outcome == "not polling":
+            print(
+                f"{name} does not look for promotions (DEFECTLENS_DEPLOYMENT_POLL_S=0): "
+                f"restart it to serve {model}"
+            )
+        else:
+            print(f"{name} has not swapped after {args.wait:g} s; its log says why")
+    return EXIT_FAILURE if failures else EXIT_OK
 
 
 def _keys_create(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ class StationStatus:
     """`name/version` of the engine serving it, or None."""
     problem: str | None
     """Why it is not serving (no model promoted, the model failed to load), or None."""
+    failed_folder: Path | None = None
+    """The model folder that failed to load for it, when that is why it is not serving."""
 
 
 class EngineRegistry:
@@ -104,12 +106,14 @@ class EngineRegistry:
             self._failed.pop(station, None)
             self._forget_unused_locked()
         if previous is not engine:
+            model = f"{engine.card.name}/{engine.card.version}"
+            was = f"{previous.card.name}/{previous.card.version}" if previous else None
             log.info(
-                "station %s now serves %s/%s",
+                "station %s now serves %s (was %s)",
                 station,
-                engine.card.name,
-                engine.card.version,
-                extra={"station": station},
+                model,
+                was or "no model",
+                extra={"station": station, "model": model, "previous_model": was},
             )
 
     def swap(self, station: str, model_dir: Path) -> Engine:
@@ -152,8 +156,13 @@ class EngineRegistry:
                 out.append(StationStatus(station, ref, None))
             else:
                 problem = self._problems.get(station, "no model version is promoted for it")
-                out.append(StationStatus(station, None, problem))
+                out.append(StationStatus(station, None, problem, self._failed.get(station)))
         return out
+
+    def stations(self) -> list[str]:
+        """Every station this registry serves or has a problem recorded for, sorted."""
+        with self._lock:
+            return sorted(self._by_station.keys() | self._problems.keys())
 
     def engines(self) -> dict[str, Engine]:
         """A snapshot of station → engine."""

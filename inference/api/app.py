@@ -1,10 +1,10 @@
 """The inspection service as a FastAPI app: `create_app(settings)`.
 
 The lifespan opens the `InspectionService` (the store, migrated, and each station's active
-model) and runs two background loops: picking up promotions made outside this process, and
-tidying the image folder (retention, orphan files, free disk). Routes only map HTTP to the
-service. Run it with `defectlens serve` (one worker: each worker process would load every
-model).
+model) and runs two background loops: picking up promotions made outside this process (and
+reporting what it serves in its status file, `service/instances.py`), and tidying the image
+folder (retention, orphan files, free disk). Routes only map HTTP to the service. Run it
+with `defectlens serve` (one worker: each worker process would load every model).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from defectlens.inference.api.request_id import RequestIdMiddleware
 from defectlens.inference.api.routers import deliveries, health, inspect, models, results
 from defectlens.inference.service import InspectionService, ServiceSettings
 from defectlens.inference.service.deliveries import start_delivery
+from defectlens.inference.service.instances import HEARTBEAT_S
 from defectlens.inference.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         loops = [_every(settings.retention_interval_s, service.tidy_images)]
         if settings.deployment_poll_s > 0:
             loops.append(_every(settings.deployment_poll_s, service.sync_deployments))
+        else:  # no polling, but the status file still says that this instance runs
+            loops.append(_every(HEARTBEAT_S, service.report_status))
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             yield

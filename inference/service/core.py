@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Self
 
 from defectlens.errors import InspectionTimeout, Unavailable
@@ -27,6 +28,13 @@ from defectlens.inference.service.inspection import (
     PartMetadata,
     free_disk_bytes,
     inspect_part,
+)
+from defectlens.inference.service.instances import (
+    InstanceStatus,
+    instance_status,
+    remove_status,
+    run_dir,
+    write_status,
 )
 from defectlens.inference.service.metrics import ServiceMetrics
 from defectlens.inference.service.settings import ServiceSettings
@@ -62,6 +70,7 @@ class InspectionService:
         """Parts between their decode and their stored result, on any thread."""
         self.delivery: DeliveryWorker | None = None
         """Delivers stored results to the MES sinks (`deliveries.start_delivery`)."""
+        self.started_at = datetime.now(UTC)
 
     @classmethod
     def open(cls, settings: ServiceSettings, metrics: ServiceMetrics | None = None) -> Self:
@@ -81,10 +90,17 @@ class InspectionService:
         except BaseException:
             database.close()
             raise
-        return cls(settings, database, store, registry, metrics or ServiceMetrics())
+        service = cls(settings, database, store, registry, metrics or ServiceMetrics())
+        service.report_status()
+        return service
 
     def close(self) -> None:
-        """Let inspections in flight finish and store their results, then close the store."""
+        """Remove this instance's status file (it no longer picks up promotions), let
+        inspections in flight finish and store their results, then close the store."""
+        try:
+            remove_status(run_dir(self.settings.home), self.status())
+        except OSError as exc:
+            log.warning("could not remove this service's status file: %s", exc)
         self.threads.shutdown(wait=True)
         if self.delivery is not None:
             self.delivery.stop()
@@ -158,11 +174,34 @@ class InspectionService:
         return self._in_progress > 1
 
     def sync_deployments(self) -> int:
-        """Load promotions made outside this process (the CLI, another instance)."""
-        changed = sync_engines(self.store, self.registry)
+        """Load promotions made outside this process (the CLI, another instance), then say
+        in the status file what each station serves (also when the pass fails, so a waiting
+        `defectlens models promote` still sees this instance run)."""
+        try:
+            changed = sync_engines(self.store, self.registry)
+        finally:
+            self.report_status()
         if changed:
             log.info("picked up %d model change(s) made outside this service", changed)
         return changed
+
+    def status(self) -> InstanceStatus:
+        """This instance as its status file describes it: what each station serves."""
+        registry = self.registry
+        return instance_status(
+            self.settings.instance_id,
+            self.settings.deployment_poll_s,
+            self.started_at,
+            registry.statuses(registry.stations()),
+        )
+
+    def report_status(self) -> None:
+        """Write `<home>/run/<instance id>.json` (`instances.py`), which the CLI reads to know
+        which services run on the workspace and when they swap to a promoted model."""
+        try:
+            write_status(run_dir(self.settings.home), self.status())
+        except OSError as exc:  # the service still serves; the CLI will not see it
+            log.warning("could not write this service's status file: %s", exc)
 
     def tidy_images(self) -> dict[str, int]:
         """Apply the retention policy to this instance's images and sweep files a crash
