@@ -50,6 +50,13 @@ setup_system() {
     apt-get update -qq
     apt-get install -y -qq mosquitto >/dev/null
   fi
+  # Chromium renders the training report to PNG in the report tests (a real browser).
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Chromium (Debian package)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+  fi
 }
 
 setup_python() {

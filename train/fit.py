@@ -1,4 +1,6 @@
-"""Fitting the PatchCore network: patch features of good parts, then a greedy coreset bank."""
+"""Fitting the PatchCore network: patch features of good parts, then a greedy coreset bank.
+
+Progress bars go to a terminal only (tqdm `disable=None`): a log file gets no bar lines."""
 
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ def extract_patches(
     generator = torch.Generator().manual_seed(seed)
     kept: list[torch.Tensor] = []
     total = 0
-    progress = tqdm(total=len(images), desc="features", unit="img", leave=False)
+    progress = tqdm(total=len(images), desc="features", unit="img", leave=False, disable=None)
     for batch in batches(images, batch_size):
         embedding, context = network.embed(batch)
         if moments is not None:
@@ -127,7 +129,8 @@ def greedy_coreset(patches: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     nearest = torch.full((count,), float("inf"))
     chosen = torch.empty(size, dtype=torch.long)
     current = int(torch.randint(count, (1,), generator=torch.Generator().manual_seed(seed)))
-    for step in tqdm(range(size), desc="coreset", unit="pt", leave=False, mininterval=0.5):
+    steps = tqdm(range(size), desc="coreset", unit="pt", leave=False, mininterval=0.5, disable=None)
+    for step in steps:
         chosen[step] = current
         distance = torch.addmv(sq_norm + sq_norm[current], patches, patches[current], alpha=-2.0)
         torch.minimum(nearest, distance, out=nearest)
@@ -191,6 +194,7 @@ def raw_scores(
             unit="batch",
             leave=False,
             total=-(-len(images) // batch_size),
+            disable=None,
         )
     ]
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)

@@ -305,7 +305,9 @@ def confusion_at(
     """The confusion table and plant rates when `score >= threshold` is NG.
 
     `escape_rate`: defective parts passed as good; `false_reject_rate`: good parts rejected.
-    A rate whose denominator is zero is None.
+    A rate whose denominator is zero is None. Precision and F1 measure how defects are
+    caught: without defective parts they are None too, not the 0 their formulas give once a
+    good part is rejected (which would read as a model that catches nothing).
     """
     y, s = as_labels_scores(labels, scores)
     if math.isnan(threshold):
@@ -315,6 +317,7 @@ def confusion_at(
     fp = int(np.count_nonzero(ng & ~y))
     fn = int(np.count_nonzero(~ng & y))
     tn = int(np.count_nonzero(~ng & ~y))
+    defective = tp + fn
     return {
         "tp": tp,
         "fp": fp,
@@ -322,9 +325,9 @@ def confusion_at(
         "fn": fn,
         "escape_rate": _ratio(fn, tp + fn),
         "false_reject_rate": _ratio(fp, fp + tn),
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "precision": _ratio(tp, tp + fp) if defective else None,
+        "recall": _ratio(tp, defective),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn) if defective else None,
         "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
     }
 

@@ -179,7 +179,7 @@ def plot_score_histograms(
         lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 41).tolist()
     member = np.asarray(groups)
-    fig = Figure(figsize=(7.5, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     colours = iter(_NG_COLOURS * (len(names) // len(_NG_COLOURS) + 1))
     for name in names:
@@ -195,7 +195,14 @@ def plot_score_histograms(
     ax.set_ylabel("share of the group's images")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=2 if len(names) > 6 else 1)
+    # beside the axes, where it can cover no bar and not the threshold line
+    ax.legend(
+        fontsize=8,
+        ncols=2 if len(names) > 12 else 1,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+    )
     return _save(fig, path)
 
 

@@ -104,6 +104,18 @@ _PER_TYPE_MISSING = {
     "defect_pixel_share": "no masks for this type",
     "nearest_training_similarity": "training images not compared",
 }
+# What the figures of the "All figures" table are, in the plant's words; any other key is
+# shown as it is named in metrics.json.
+_OTHER_CAPTIONS = {
+    "counts": "Evaluation images",
+    "tp": "Defective parts rejected (tp)",
+    "fn": "Defective parts passed (fn)",
+    "fp": "Good parts rejected (fp)",
+    "tn": "Good parts passed (tn)",
+    "precision": "Precision: rejected parts that were defective",
+    "recall": "Recall: defective parts rejected",
+    "accuracy": "Accuracy: parts given the right verdict",
+}
 _ACRONYMS = {"roc": "ROC", "auroc": "AUROC", "aupro": "AUPRO", "pro": "PRO", "f1": "F1"}
 _DASH = "—"
 
@@ -172,6 +184,8 @@ def _e(value: Any) -> str:
 
 
 def _caption(name: str) -> str:
+    if name == "false_reject_rate":
+        return "False-reject rate"  # as the plant writes it
     words = [_ACRONYMS.get(word.lower(), word) for word in name.replace("_", " ").split()]
     text = " ".join(words)
     return text[:1].upper() + text[1:]
@@ -181,8 +195,14 @@ def _number(key: str, value: Any) -> str:
     """A figure as the plant reads it: rates and shares in percent, scores to three decimals."""
     if value is None:
         return _DASH
+    if isinstance(value, dict):
+        # e.g. counts {"good": 8, "defective": 15}: "good 8, defective 15"
+        return ", ".join(
+            f"{str(name).replace('_', ' ')} {_number(str(name), item)}"
+            for name, item in value.items()
+        )
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value) if not isinstance(value, dict | list) else json.dumps(value)
+        return str(value) if not isinstance(value, list) else json.dumps(value)
     if isinstance(value, int):
         return f"{value:,}"
     if key.endswith(("rate", "share")) or key == "target":
@@ -204,8 +224,8 @@ def _counts(metrics: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def _value(key: str, metrics: dict[str, Any]) -> Any:
-    """The figure to show: None where the images cannot give it (an F1 without defective
-    images is 0 whatever the model does)."""
+    """The figure to show: None where the images cannot give it, whatever `metrics`
+    holds (one written by an older version has F1 0 without defective images)."""
     counts = _counts(metrics)
     if counts is not None and (
         (key in _NEEDS_DEFECTIVE and not counts[1]) or (key in _NEEDS_GOOD and not counts[0])
@@ -438,12 +458,16 @@ def _per_type(metrics: dict[str, Any]) -> str:
         row = per_type[name] if isinstance(per_type[name], dict) else {}
         cells = "".join(f"<td>{_type_cell(name, column, row)}</td>" for column in columns)
         body.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
+    caption = (
+        "A blank cell does not apply to the row: good parts cannot escape, defective ones "
+        "cannot be falsely rejected."
+    )
+    if "auroc" in columns:
+        caption += " AUROC: each type against the good images."
     return (
         "<section><h2>By defect type</h2><table><thead><tr><th>Type</th>"
         f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        '<p class="caption">A blank cell does not apply to the row: good parts cannot '
-        "escape, defective ones cannot be falsely rejected. AUROC: each type against the "
-        "good images.</p></section>"
+        f'<p class="caption">{caption}</p></section>'
     )
 
 
@@ -632,7 +656,7 @@ def _calibration(calibration: Calibration | None) -> str:
 
 def _other_figures(metrics: dict[str, Any]) -> str:
     rows = [
-        f"<tr><th>{_e(key)}</th><td>{_figure(key, metrics)}</td></tr>"
+        f"<tr><th>{_e(_OTHER_CAPTIONS.get(key, key))}</th><td>{_figure(key, metrics)}</td></tr>"
         for key in metrics
         if key not in _SHOWN_ELSEWHERE
     ]

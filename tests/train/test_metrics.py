@@ -110,14 +110,33 @@ def test_confusion_worked_by_hand() -> None:
     }
 
 
-def test_confusion_rates_without_a_denominator_are_none() -> None:
-    table = confusion_at([0, 0], [0.1, 0.2], 0.5)  # no defective parts, nothing rejected
-    assert table["escape_rate"] is None
-    assert table["recall"] is None
-    assert table["precision"] is None
-    assert table["false_reject_rate"] == 0.0
-    assert table["f1"] is None
-    assert table["accuracy"] == 1.0
+FIGURES = ("escape_rate", "false_reject_rate", "precision", "recall", "f1", "accuracy")
+
+
+# worked by hand at threshold 0.5: a figure these parts cannot give is None, never a 0 that
+# reads as a model catching nothing
+@pytest.mark.parametrize(
+    ("labels", "scores", "expected"),
+    [
+        # good parts only, none rejected
+        ([0, 0], [0.1, 0.2], (None, 0.0, None, None, None, 1.0)),
+        # good parts only, one rejected: the formulas would give precision 0 and F1 0
+        ([0, 0, 0], [0.1, 0.6, 0.2], (None, 1 / 3, None, None, None, 2 / 3)),
+        # defective parts only, one of two caught
+        ([1, 1], [0.7, 0.3], (0.5, None, 1.0, 0.5, 2 / 3, 0.5)),
+        # a defective part missed, nothing rejected: no rejects to judge, F1 a true 0
+        ([0, 1], [0.1, 0.2], (1.0, 0.0, None, 0.0, 0.0, 0.5)),
+        # a defective part missed, a good one rejected: precision and F1 a true 0
+        ([0, 1], [0.9, 0.2], (1.0, 1.0, 0.0, 0.0, 0.0, 0.0)),
+    ],
+)
+def test_confusion_figures_without_the_parts_they_need_are_none(
+    labels: list[int], scores: list[float], expected: tuple[float | None, ...]
+) -> None:
+    table = confusion_at(labels, scores, 0.5)
+    assert tuple(table[key] for key in FIGURES) == tuple(
+        value if value is None else pytest.approx(value) for value in expected
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])

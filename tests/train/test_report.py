@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from browser import WIDTH, distinct_colours, screenshot
 
 from defectlens.errors import InputError
 from defectlens.modelcard import Calibration
@@ -27,6 +26,7 @@ from defectlens.train.plots import (
 from defectlens.train.report import _NEARNESS_CAPTIONS, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HEADER_BGR = (0x8C, 0x4E, 0x1F)  # the header's --accent, #1f4e8c
 
 METRICS = {
     "image_auroc": 0.9731,
@@ -306,14 +306,17 @@ def test_pixel_figures_without_masks_say_so(tmp_path: Path) -> None:
     assert_every_dash_explained(text)
 
 
-def test_figures_that_need_defective_images_are_dashes_with_the_reason(tmp_path: Path) -> None:
-    # good parts only: confusion_at gives F1 0 and precision 0 (fp > 0, tp = 0): neither
-    # is a figure of this model
+@pytest.mark.parametrize("undefined", [None, 0.0], ids=["now", "older metrics.json"])
+def test_figures_that_need_defective_images_are_dashes_with_the_reason(
+    tmp_path: Path, undefined: float | None
+) -> None:
+    # good parts only, some rejected: confusion_at gives F1 and precision None; an older
+    # metrics.json holds 0 for both. Neither is a figure of this model.
     text = page(
         tmp_path,
         counts={"good": 35, "defective": 0},
-        f1=0.0,
-        precision=0.0,
+        f1=undefined,
+        precision=undefined,
         recall=None,
         escape_rate=None,
         image_auroc=None,
@@ -330,8 +333,20 @@ def test_figures_that_need_defective_images_are_dashes_with_the_reason(tmp_path:
     for label in ("F1", "Escape rate", "Image AUROC", "Pixel AUROC", "AUPRO"):
         assert "no defective images in the evaluation set" in card(text, label), label
     assert "0.000" not in card(text, "F1")
+    precision = section(text, "<tr>", "Precision")
+    assert "0.000" not in precision and "no defective images in the evaluation set" in precision
     assert "No defective images in the evaluation set: the escape rate" in text  # up front
+    assert "AUROC: each type" not in text  # no AUROC column to explain
     assert_every_dash_explained(text)
+
+
+def test_grouped_figures_read_as_words(tmp_path: Path) -> None:
+    splits = {"fit_good": 34, "calibration_good": 12, "evaluation_defective": 15}
+    text = write_report(tmp_path, BASE, {}, {**CARD, "splits": splits}).read_text("utf-8")
+    assert "<th>Evaluation images</th><td>good 20, defective 10</td>" in text
+    assert "fit good 34, calibration good 12, evaluation defective 15" in text
+    assert "<th>Good parts rejected (fp)</th><td>0</td>" in text
+    assert "{" not in text[text.index("<main>") :]
 
 
 def test_the_full_page_explains_every_dash(tmp_path: Path, plots: dict[str, Path]) -> None:
@@ -514,22 +529,8 @@ def test_the_page_renders_to_png(tmp_path: Path, plots: dict[str, Path]) -> None
         CARD,
         calibration("target_frr", 0.01, 15, "target_frr 1.0% needs at least 100 ..."),
     )
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("no chromium on PATH to screenshot the page (the HTML is checked above)")
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--screenshot={shot}",
-            "--window-size=1280,3000",
-            html_page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert shot.read_bytes()[:8] == PNG_MAGIC
+    picture = screenshot(html_page, tmp_path / "page.png")
+    assert picture.shape[:2] == (4000, WIDTH)
+    assert tuple(picture[5, 5]) == HEADER_BGR  # the page's own style, not a bare document
+    # text, tables and the plots' pictures: a blank or plain-text page has a few hundred
+    assert distinct_colours(picture) > 1000

@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from browser import distinct_colours, screenshot
 
 from defectlens.datasets.synthetic import generate_dataset
 from defectlens.modelcard import ModelCard
 from defectlens.train import pipeline
+from defectlens.train.evaluate import metrics_table
 from defectlens.train.plots import FALSELY_REJECTED, MISSED
 from defectlens.train.recipe import load_recipe
 
@@ -52,6 +54,17 @@ def test_a_recipe_for_defects_trains_on_good_parts_alone_and_says_so(
     )
     f1 = text.split('<div class="label">F1</div>')[1].split('<div class="card')[0]
     assert "—" in f1 and "no defective images in the evaluation set" in f1
+    # F1 and precision have no value without defective parts: null in metrics.json and
+    # model.json, no line in the command's table (not "F1 0.000")
+    saved = json.loads((version / "report" / "metrics.json").read_text(encoding="utf-8"))
+    for figures in (saved, card.metrics):
+        assert figures["f1"] is None and figures["precision"] is None
+    assert not [line for line in metrics_table(card.metrics) if line.lstrip().startswith("F1")]
+
+
+def test_the_report_of_the_trained_model_renders(trained_model: Path, tmp_path: Path) -> None:
+    picture = screenshot(trained_model / "report" / "index.html", tmp_path / "report.png")
+    assert distinct_colours(picture) > 1000  # tables, plots and part pictures drawn
 
 
 def test_the_panels_hold_the_wrong_verdicts_and_only_those(trained_model: Path) -> None:
