@@ -244,8 +244,6 @@ def _evaluate_into(
         "version": card.version,
         "family": card.family,
         "created": card.created.isoformat(),
-        "threshold policy": card.calibration.policy,
-        "raw threshold": f"{card.calibration.raw_threshold:.4f}",
         "data": card.data.get("path", ""),
         "splits": card.data.get("splits", {}),
         "split rule": card.data.get("split_rule", ""),
