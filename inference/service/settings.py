@@ -6,7 +6,6 @@ Environment variables `DEFECTLENS_*` (e.g. `DEFECTLENS_MAX_UPLOAD_BYTES`) or `de
 from __future__ import annotations
 
 import ipaddress
-import socket
 from pathlib import Path
 from typing import Literal
 
@@ -54,9 +53,10 @@ class ServiceSettings(Settings):
     min_free_disk_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     """Below this much free disk under the images folder, parts whose image must be kept
     are refused (507) and /readyz reports it."""
-    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
-    """This service instance on a shared database: retention and the orphan sweep touch only
-    the images it wrote."""
+    instance_id: str = Field(default="default", min_length=1, max_length=64)
+    """This service instance on a shared database: retention touches only the images it
+    wrote. Give each instance sharing a database its own id, and keep it: not the host name
+    by default, which containers change at every start."""
     log_format: LogFormat = "json"
     """`json`: one JSON object a line with the request id (for log collectors); `text` for a
     person at a terminal."""

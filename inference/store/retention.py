@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from defectlens.errors import InputError
 from defectlens.inference.store.database import Database
-from defectlens.inference.store.tables import ImageRow, LabelRow, to_utc, utc_now
+from defectlens.inference.store.tables import ImageRow, LabelRow, ResultRow, to_utc, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +241,34 @@ def _old_files(root: Path, cutoff: float) -> Iterator[tuple[str, list[tuple[str,
 def _named(
     db: Database, instance: str, roots: list[Path], relative: Path, names: list[str]
 ) -> set[str]:
-    """Those of `names` (files in the folder `relative` under the image folder) that an
-    image row of `instance` names, relative or by an absolute path under one of `roots`."""
+    """Those of `names` (files in the folder `relative` under the image folder) that a stored
+    result still needs: named by an image row of `instance` (relative, or by an absolute
+    path under one of `roots`), or named after a stored result's id (`<id>.png`,
+    `<id>_heatmap.png`), whichever instance stored it. The second keeps the images of a
+    result stored under another instance id (one renamed, or a shared folder by mistake):
+    only a file whose result was never stored is an orphan."""
     spelled: dict[str, str] = {}
+    by_result: dict[str, list[str]] = {}
     for name in names:
         path = relative / name
         spelled[path.as_posix()] = name
         for root in roots:
             spelled[str(root / path)] = name
+        result_id = name.split(".", 1)[0].split("_", 1)[0]
+        if result_id and not name.startswith("."):
+            by_result.setdefault(result_id, []).append(name)
     with db.read() as session:
-        found = session.scalars(
-            select(ImageRow.path).where(
-                ImageRow.instance == instance, ImageRow.path.in_(list(spelled))
+        found = {
+            spelled[path]
+            for path in session.scalars(
+                select(ImageRow.path).where(
+                    ImageRow.instance == instance, ImageRow.path.in_(list(spelled))
+                )
             )
+        }
+        stored = session.scalars(
+            select(ResultRow.result_id).where(ResultRow.result_id.in_(list(by_result)))
         )
-        return {spelled[path] for path in found}
+        for result_id in stored:
+            found.update(by_result[result_id])
+        return found
