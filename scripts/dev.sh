@@ -36,26 +36,18 @@ check_disk() {
 }
 
 setup_system() {
-  # PostgreSQL for the store tests (the result store runs on SQLite and PostgreSQL alike).
-  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    log "installing PostgreSQL (Debian packages)"
+  # Real servers and a real browser for the tests: PostgreSQL (the store runs on SQLite and
+  # PostgreSQL alike), mosquitto (the MQTT sink, started by tests/mqtt_broker.py), Chromium
+  # (reports rendered to PNG). One apt run for whatever is missing.
+  local missing=()
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq postgresql >/dev/null
-  fi
-  # mosquitto for the MQTT sink's tests (a real broker, started by tests/mqtt_broker.py).
-  if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    log "installing mosquitto (Debian package)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq mosquitto >/dev/null
-  fi
-  # Chromium renders the training report to PNG in the report tests (a real browser).
-  if [ ! -x /usr/bin/chromium ]; then
-    log "installing Chromium (Debian package)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
 
