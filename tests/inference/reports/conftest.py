@@ -1,0 +1,126 @@
+"""Report fixtures: a migrated store on SQLite and on a real PostgreSQL (tests/pg_server.py),
+and `seed` to insert results with chosen times, verdicts, serials and defect classes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for pg_server
+from pg_server import PostgresServer, postgres_server  # noqa: F401  (the session fixture)
+from sqlalchemy import insert, text
+
+from defectlens.inference.store import Database, new_result_id, open_database, upgrade
+from defectlens.inference.store.tables import (
+    Base,
+    LabelRow,
+    ResultDefectRow,
+    ResultRow,
+    StationRow,
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_reports_url(request: pytest.FixtureRequest) -> str:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database("report_tests")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An open, migrated, empty store database, once per backend."""
+    if request.param == "sqlite":
+        database = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        database = open_database(request.getfixturevalue("postgres_reports_url"))
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        with database.write() as session:
+            session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield database
+    database.close()
+
+
+Seed = Callable[..., str]
+
+
+@pytest.fixture
+def seed(db: Database) -> Seed:
+    """`seed(at, verdict="OK", station="S1", line="L1", product="P", serial=None,
+    defects=(), label=None)`: one result (its id returned)."""
+
+    def add(
+        at: datetime,
+        verdict: str = "OK",
+        station: str = "S1",
+        line: str | None = "L1",
+        product: str | None = "P",
+        serial: str | None = None,
+        defects: tuple[str, ...] = (),
+        label: tuple[str, str | None] | None = None,
+        model_version: str = "v1",
+        score: float | None = None,
+    ) -> str:
+        result_id = new_result_id(at)
+        values: dict[str, Any] = {
+            "result_id": result_id,
+            "verdict": verdict,
+            "score": score if score is not None else (0.8 if verdict == "NG" else 0.2),
+            "threshold": 0.5,
+            "station": station,
+            "line": line,
+            "product": product,
+            "serial": serial,
+            "received_at": at,
+            "model_name": "m",
+            "model_version": model_version,
+            "timings_ms": {},
+        }
+        with db.write() as session:
+            session.execute(insert(ResultRow), [values])
+            for name in defects:
+                session.execute(
+                    insert(ResultDefectRow),
+                    [
+                        {
+                            "result_id": result_id,
+                            "class_": name,
+                            "score": 0.9,
+                            "x0": 0,
+                            "y0": 0,
+                            "x1": 1,
+                            "y1": 1,
+                            "area_px": 1,
+                        }
+                    ],
+                )
+            if label is not None:
+                session.execute(
+                    insert(LabelRow),
+                    [
+                        {
+                            "result_id": result_id,
+                            "label": label[0],
+                            "defect_class": label[1],
+                            "author": "qa",
+                        }
+                    ],
+                )
+        return result_id
+
+    return add
+
+
+@pytest.fixture
+def add_station(db: Database) -> Callable[[str, str | None], None]:
+    def add(station: str, line: str | None = "L1") -> None:
+        with db.write() as session:
+            session.execute(insert(StationRow), [{"id": station, "line": line}])
+
+    return add
