@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     """SQLAlchemy URL; default SQLite (WAL) in the workspace."""
     threads: int = 2
     """ONNX Runtime intra-op threads per model session."""
+    timezone: str = "UTC"
+    """The plant's IANA time zone (e.g. Europe/Berlin): reports count days and shifts in it."""
+    shifts: str = "A=06:00-14:00,B=14:00-22:00,C=22:00-06:00"
+    """The plant's shifts, NAME=HH:MM-HH:MM in local time; one may cross midnight (it
+    belongs to the day it starts on); time no shift covers is reported as shift `-`."""
+    improvement_target: float = 0.2
+    """The NG-rate reduction against the baseline that reports measure progress by."""
 
     def __init__(self, **values: Any) -> None:
         """Raises `InputError` naming each setting that is invalid, and where it is set."""

@@ -135,6 +135,84 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     retry.add_argument("delivery_id", metavar="ID", type=int)
     retry.set_defaults(handler=_deliveries_retry)
+    _add_report_command(commands)
+
+
+def _add_report_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report",
+        help="defect-rate report: NG rate, first-pass yield, Pareto, p-charts, trend",
+        description="Days are counted in DEFECTLENS_TIMEZONE and shifts come from "
+        "DEFECTLENS_SHIFTS. html: one self-contained file (charts inline); csv: a folder "
+        "with one CSV per table; pdf: the summary and each chart, a page each.",
+    )
+    report.add_argument("--from", dest="first", required=True, type=_date, metavar="DATE")
+    report.add_argument("--to", dest="last", required=True, type=_date, metavar="DATE")
+    report.add_argument("--line", help="only this line")
+    report.add_argument("--station", help="only this station")
+    report.add_argument(
+        "--grain",
+        choices=("shift", "day", "week", "month"),
+        default="day",
+        help="periods of the NG-rate chart and p-chart subgroups (default: day)",
+    )
+    report.add_argument("--baseline-from", type=_date, metavar="DATE")
+    report.add_argument(
+        "--baseline-to",
+        type=_date,
+        metavar="DATE",
+        help="baseline period (default: as many days just before --from)",
+    )
+    report.add_argument("--format", choices=("html", "csv", "pdf"), default="html")
+    report.add_argument("--lang", choices=("en", "zh"), default="en")
+    report.add_argument("--out", required=True, type=Path, help="file (html, pdf) or folder (csv)")
+    report.set_defaults(handler=_report)
+
+
+def _date(text: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from defectlens.inference.reports.render import html_report, write_csv, write_pdf
+    from defectlens.inference.reports.report import ReportRequest, build_report
+    from defectlens.inference.store import open_database
+    from defectlens.settings import Settings
+
+    if (args.baseline_from is None) != (args.baseline_to is None):
+        raise InputError("give both --baseline-from and --baseline-to, or neither")
+    settings = Settings()
+    request = ReportRequest(
+        args.first,
+        args.last,
+        args.line,
+        args.station,
+        args.grain,
+        args.baseline_from,
+        args.baseline_to,
+    )
+    database = open_database(settings.resolved_database_url)
+    try:
+        report = build_report(database, settings, request)
+    finally:
+        database.close()
+    out: Path = args.out
+    if args.format == "csv":
+        for path in write_csv(report, out):
+            print(path)
+        return EXIT_OK
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "pdf":
+        write_pdf(report, out)
+    else:
+        out.write_text(html_report(report, args.lang), encoding="utf-8")
+    print(out)
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:

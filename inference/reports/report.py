@@ -1,0 +1,153 @@
+"""One report: what a manager asked for (`ReportRequest`) and every figure of it (`Report`),
+computed by the SQL aggregates of `queries.py`. The CLI, the reports page and its JSON
+routes all call `build_report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from defectlens.errors import InputError
+from defectlens.inference.reports import queries
+from defectlens.inference.reports.calendar import (
+    Grain,
+    Period,
+    parse_shifts,
+    periods,
+    plant_zone,
+    window,
+)
+from defectlens.inference.reports.figures import (
+    Counts,
+    ParetoRow,
+    PChart,
+    Trend,
+    p_chart,
+    pareto,
+    trend,
+)
+from defectlens.inference.store import Database
+from defectlens.settings import Settings
+
+MAX_DAYS = 400
+"""The longest report (and baseline) in days."""
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    first: date
+    last: date
+    """The report's days, both included, in the plant's time zone."""
+    line: str | None = None
+    station: str | None = None
+    grain: Grain = "day"
+    """The periods of the NG-rate chart and the p-chart's subgroups (shift or day...)."""
+    baseline_first: date | None = None
+    baseline_last: date | None = None
+    """Default: as many days, just before `first`."""
+
+    def baseline(self) -> tuple[date, date]:
+        if self.baseline_first is not None and self.baseline_last is not None:
+            return self.baseline_first, self.baseline_last
+        days = (self.last - self.first).days + 1
+        return self.first - timedelta(days=days), self.first - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Report:
+    request: ReportRequest
+    timezone: str
+    baseline: tuple[date, date]
+    total: Counts
+    by_line: list[Counts]
+    by_station: list[Counts]
+    by_product: list[Counts]
+    by_shift: list[Counts]
+    by_period: list[Counts]
+    pareto_model: list[ParetoRow]
+    pareto_qa: list[ParetoRow]
+    p_charts: dict[str, PChart]
+    trend: Trend
+    station_trends: list[Trend] = field(default_factory=list)
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table of the report as rows of plain values (CSV and JSON)."""
+
+        def counts(rows: list[Counts]) -> list[dict[str, Any]]:
+            return [
+                {**asdict(c), "ng_rate": c.ng_rate, "first_pass_yield": c.first_pass_yield}
+                for c in rows
+            ]
+
+        def trends(rows: list[Trend]) -> list[dict[str, Any]]:
+            return [
+                {**asdict(t), "significant": t.significant, "target_met": t.target_met}
+                for t in rows
+            ]
+
+        return {
+            "summary": counts([self.total]),
+            "by_line": counts(self.by_line),
+            "by_station": counts(self.by_station),
+            "by_product": counts(self.by_product),
+            "by_shift": counts(self.by_shift),
+            "by_period": counts(self.by_period),
+            "pareto_model": [asdict(r) for r in self.pareto_model],
+            "pareto_qa": [asdict(r) for r in self.pareto_qa],
+            "p_chart": [
+                {"station": station, "centre": chart.centre, **asdict(point)}
+                for station, chart in self.p_charts.items()
+                for point in chart.points
+            ],
+            "trend": trends([self.trend, *self.station_trends]),
+        }
+
+
+def build_report(db: Database, settings: Settings, request: ReportRequest) -> Report:
+    """Every figure of `request`, from the store `db`, in the plant's calendar."""
+    zone = plant_zone(settings.timezone)
+    shifts = parse_shifts(settings.shifts)
+    baseline = request.baseline()
+    for first, last, what in ((request.first, request.last, "report"), (*baseline, "baseline")):
+        if (last - first).days + 1 > MAX_DAYS:
+            raise InputError(f"the {what} spans more than {MAX_DAYS} days; ask for less")
+    start, end = window(request.first, request.last, zone)
+    scope = queries.Scope(start, end, request.line, request.station)
+    base_start, base_end = window(*baseline, zone)
+    base_scope = queries.Scope(base_start, base_end, request.line, request.station)
+    shift_periods = periods(request.first, request.last, "shift", zone, shifts)
+    chart_periods: list[Period] = (
+        shift_periods
+        if request.grain == "shift"
+        else periods(request.first, request.last, request.grain, zone, shifts)
+    )
+    by_station = queries.by_dimension(db, scope, "station")
+    base_by_station = {c.key: c for c in queries.by_dimension(db, base_scope, "station")}
+    total = queries.totals(db, scope)
+    target = settings.improvement_target
+    return Report(
+        request=request,
+        timezone=settings.timezone,
+        baseline=baseline,
+        total=total,
+        by_line=queries.by_dimension(db, scope, "line"),
+        by_station=by_station,
+        by_product=queries.by_dimension(db, scope, "product"),
+        by_shift=queries.by_shift(db, scope, shift_periods),
+        by_period=queries.by_period(db, scope, chart_periods),
+        pareto_model=pareto(queries.model_defect_classes(db, scope)),
+        pareto_qa=pareto(queries.qa_defect_classes(db, scope)),
+        p_charts={
+            station: p_chart(subgroups)
+            for station, subgroups in queries.by_station_and_period(
+                db, scope, chart_periods
+            ).items()
+        },
+        trend=trend(total, queries.totals(db, base_scope), target),
+        station_trends=[
+            trend(c, base_by_station.get(c.key, Counts(c.key, 0, 0, 0, 0)), target)
+            for c in by_station
+        ],
+    )
