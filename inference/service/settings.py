@@ -110,6 +110,9 @@ class ServiceSettings(Settings):
     """How often each sink looks for results due again (new results wake it at once)."""
     sink_down_ready_s: float = Field(default=300.0, gt=0.0)
     """A sink failing for longer than this makes /readyz 503, naming the sink."""
+    stations_file: Path | None = None
+    """The line side's stations (sources, PLC links, deadlines: docs/plc.md); default
+    `<home>/stations.yaml` when that file exists."""
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
