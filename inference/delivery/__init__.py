@@ -1,5 +1,5 @@
 """Results to the plant's systems: the payload the sinks send, the `Sink` interface, the
-sinks (HTTP webhook, MQTT) and the worker that delivers the outbox's rows.
+sinks (HTTP webhook, MQTT, OPC UA server) and the worker that delivers the outbox's rows.
 
     payload = payload_of(result)                     # built once, stored with the outbox row
     worker = DeliveryWorker(store, [WebhookSink(url, secret)], RetryPolicy())

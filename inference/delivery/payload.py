@@ -37,6 +37,9 @@ class ResultPayload(BaseModel):
     camera: str | None = None
     captured_at: datetime | None = Field(default=None, description="When the image was taken.")
     received_at: datetime = Field(description="When the service received the image (UTC).")
+    processing_ms: float | None = Field(
+        default=None, description="From the image's receipt to the verdict, in milliseconds."
+    )
     verdict: Verdict
     score: float = Field(description="Anomaly score; at or above `threshold` is NG.")
     threshold: float
@@ -62,6 +65,7 @@ def payload_of(result: InspectionResult) -> dict[str, Any]:
         camera=result.camera,
         captured_at=result.captured_at,
         received_at=result.received_at,
+        processing_ms=result.timings_ms.total,
         verdict=result.verdict,
         score=result.score,
         threshold=result.threshold,

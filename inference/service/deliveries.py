@@ -17,13 +17,19 @@ if TYPE_CHECKING:
     from defectlens.inference.service.core import InspectionService
 
 
-def sink_names(settings: ServiceSettings) -> tuple[str, ...]:
-    """The sinks every stored result goes to (an outbox row each)."""
+def sink_names(settings: ServiceSettings, station: str | None = None) -> tuple[str, ...]:
+    """The sinks a result of `station` goes to (an outbox row each): those `station_sinks`
+    names for it, else every configured sink (also when `station` is None)."""
     names = []
     if settings.webhook_url:
         names.append("webhook")
     if settings.mqtt_url:
         names.append("mqtt")
+    if settings.opcua_endpoint:
+        names.append("opcua")
+    chosen = settings.station_sinks.get(station) if station is not None else None
+    if chosen is not None:
+        return tuple(name for name in names if name in chosen)
     return tuple(names)
 
 
@@ -46,6 +52,19 @@ def configured_sinks(settings: ServiceSettings) -> list[Sink]:
                 password=password,
                 ca_file=settings.mqtt_ca_file,
                 client_id=settings.mqtt_client_id or f"defectlens-{settings.instance_id}",
+            )
+        )
+    if settings.opcua_endpoint:
+        from defectlens.inference.delivery.opcua import OpcUaSink
+
+        secret = settings.opcua_password.get_secret_value() if settings.opcua_password else None
+        sinks.append(
+            OpcUaSink(
+                settings.opcua_endpoint,
+                username=settings.opcua_username,
+                password=secret,
+                certificate=settings.opcua_certificate,
+                private_key=settings.opcua_private_key,
             )
         )
     return sinks

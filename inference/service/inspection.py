@@ -208,7 +208,7 @@ def _inspect(
         )
         if attempt is not None:
             attempt.begin_store()
-        sinks = sink_names(settings)
+        sinks = sink_names(settings, metadata.station)
         service.store.save_result(
             result,
             images,

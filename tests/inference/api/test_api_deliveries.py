@@ -4,6 +4,7 @@ receiver, signed; dead letters are listed and re-sent through the API; the backl
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,11 @@ from api_service import STATION, Service
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))  # receiver
 from receiver import Receiver
 
+from defectlens.errors import InputError
+from defectlens.inference.delivery.opcua import read_station
 from defectlens.inference.delivery.webhook import SIGNATURE_HEADER, verify_signature
+from defectlens.inference.service.deliveries import sink_names
+from defectlens.inference.service.settings import ServiceSettings
 
 SECRET = "mes-secret"
 
@@ -108,3 +113,47 @@ def test_a_sink_down_too_long_makes_the_service_not_ready(
     assert any("sink webhook" in problem and "ConnectError" in problem for problem in problems)
     receiver.start()
     _wait_for(lambda: service.client.get("/readyz").status_code == 200)
+
+
+def _opcua_endpoint() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"opc.tcp://127.0.0.1:{probe.getsockname()[1]}/defectlens/"
+
+
+def test_inspected_parts_reach_the_opcua_server_and_only_the_stations_sinks(
+    make_service: Callable[..., Service], receiver: Receiver, good_part: bytes
+) -> None:
+    endpoint = _opcua_endpoint()
+    service = _webhook_service(
+        make_service,
+        receiver.url,
+        opcua_endpoint=endpoint,
+        opcua_username="mes",
+        opcua_password="pw",
+        station_sinks={STATION: ["opcua"]},  # this station's results skip the webhook
+    )
+    answers = [service.inspect(good_part, serial=f"SN-{n}", line="L1").json() for n in range(2)]
+    _wait_for(lambda: not service.store.list_deliveries(state="pending"))
+    read = read_station(endpoint, STATION, "mes", "pw")
+    assert read["Result/ResultId"] == answers[-1]["result_id"]
+    assert (read["Result/PartId"], read["Result/Verdict"]) == ("SN-1", answers[-1]["verdict"])
+    assert read["Result/ResultState"] == 1 and read["Result/ProcessingTimes/ProcessingDuration"]
+    counts = {"OK": read["OkCount"], "NG": read["NgCount"]}
+    assert counts == {v: sum(a["verdict"] == v for a in answers) for v in ("OK", "NG")}
+    assert {d.sink for d in service.store.list_deliveries()} == {"opcua"}
+    assert receiver.received == []
+
+
+def test_station_sinks_choose_per_station_and_name_unset_sinks(tmp_path: Path) -> None:
+    settings = ServiceSettings(
+        home=tmp_path,
+        webhook_url="http://mes/",
+        mqtt_url="mqtt://broker:1883",
+        station_sinks={"S1": ["mqtt"], "S2": []},
+    )
+    assert sink_names(settings, "S1") == ("mqtt",)
+    assert sink_names(settings, "S2") == ()
+    assert sink_names(settings, "S3") == sink_names(settings) == ("webhook", "mqtt")
+    with pytest.raises(InputError, match="DEFECTLENS_OPCUA_ENDPOINT is not set"):
+        ServiceSettings(home=tmp_path, station_sinks={"S1": ["opcua"]})

@@ -30,6 +30,7 @@ def test_payload_carries_what_the_mes_needs() -> None:
     assert payload["model"] == {"name": "bottle", "version": "20261126T143000Z-3fa2c1"}
     assert payload["image_url"] == "/v1/results/x"
     assert "timings_ms" not in payload  # the service's own figures stay home
+    assert payload["processing_ms"] == 6.0  # receipt to verdict, the OPC UA ProcessingTimes
     assert ResultPayload.model_validate(payload).result_id == result.result_id
 
 
