@@ -19,8 +19,9 @@ from typing import Literal
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from defectlens.inference.reports.calendar import GRAINS
 from defectlens.inference.reports.figures import Counts, ParetoRow, PChart, Trend
-from defectlens.inference.reports.report import Report
+from defectlens.inference.reports.report import Report, ReportRequest
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[Lang, ...] = ("en", "zh")
@@ -320,3 +321,30 @@ def write_pdf(report: Report, path: Path) -> None:
         for title, figure in pages:
             figure.suptitle(title)
             pdf.savefig(figure, bbox_inches="tight")
+
+
+def filter_form(request: ReportRequest, lang: Lang, action: str = "/reports") -> str:
+    """The reports page's filters: a plain GET form, so a filtered page is a link to share."""
+
+    def field(name: str, label: str, value: object, kind: str = "text") -> str:
+        shown = "" if value is None else html.escape(str(value))
+        return f'<label>{label} <input type="{kind}" name="{name}" value="{shown}"></label>'
+
+    grains = "".join(
+        f'<option value="{g}"{" selected" if g == request.grain else ""}>{g}</option>'
+        for g in GRAINS
+    )
+    langs = "".join(
+        f'<option value="{code}"{" selected" if code == lang else ""}>{name}</option>'
+        for code, name in (("en", "English"), ("zh", "简体中文"))
+    )
+    return (
+        f'<form method="get" action="{action}">'
+        + field("from", t("from", lang), request.first, "date")
+        + field("to", t("to", lang), request.last, "date")
+        + field("line", t("line", lang), request.line)
+        + field("station", t("station", lang), request.station)
+        + f'<label>{t("grain", lang)} <select name="grain">{grains}</select></label>'
+        + f'<label><select name="lang">{langs}</select></label>'
+        + f'<button type="submit">{t("filters", lang)}</button></form>'
+    )

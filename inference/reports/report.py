@@ -6,7 +6,7 @@ routes all call `build_report`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from defectlens.errors import InputError
@@ -103,6 +103,12 @@ class Report:
             ],
             "trend": trends([self.trend, *self.station_trends]),
         }
+
+
+def last_days(settings: Settings, days: int = 7) -> tuple[date, date]:
+    """The last `days` days up to today, in the plant's time zone (the page's default)."""
+    today = datetime.now(plant_zone(settings.timezone)).date()
+    return today - timedelta(days=days - 1), today
 
 
 def build_report(db: Database, settings: Settings, request: ReportRequest) -> Report:

@@ -1,0 +1,120 @@
+"""The reports page and its JSON through the real app (roles, filters, languages), and a
+real browser (headless Chromium) loading the page on seeded data and saving a screenshot."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from conftest import Seed
+from fastapi.testclient import TestClient
+from test_report_outputs import seed_fortnight
+
+from defectlens.inference.api.app import create_app
+from defectlens.inference.service.settings import ServiceSettings
+from defectlens.inference.store import Database, Store
+
+WEEK = {"from": "2026-05-11", "to": "2026-05-17"}
+
+
+def _settings(db: Database, home: Path, **overrides: object) -> ServiceSettings:
+    return ServiceSettings(
+        home=home,
+        database_url=db.engine.url.render_as_string(hide_password=False),
+        timezone="Asia/Shanghai",
+        deployment_poll_s=0,
+        log_format="text",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def client(db: Database, seed: Seed, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    seed_fortnight(seed)
+    store = Store(db)
+    keys = {role: store.create_key(role, f"test-{role}")[1] for role in ("line", "qa", "manager")}
+    keys["S2-manager"] = store.create_key("manager", "scoped", stations=["S2"])[1]
+    with TestClient(create_app(_settings(db, tmp_path / "home"))) as test_client:
+        yield test_client, keys
+
+
+def test_roles_filters_and_languages(client: tuple[TestClient, dict[str, str]]) -> None:
+    http, keys = client
+    assert http.get("/reports", params=WEEK).status_code == 401
+    line = {"X-API-Key": keys["line"]}
+    assert http.get("/reports", params=WEEK, headers=line).status_code == 403
+    manager = {"X-API-Key": keys["manager"]}
+    page = http.get("/reports", params=WEEK, headers=manager)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Defect-rate report" in page.text and "<svg" in page.text and "<form" in page.text
+    chinese = http.get("/reports", params={**WEEK, "lang": "zh"}, headers=manager)
+    assert "缺陷率报告" in chinese.text and 'lang="zh-CN"' in chinese.text
+    data = http.get("/v1/reports", params={**WEEK, "station": "S1"}, headers=manager).json()
+    assert data["tables"]["summary"][0]["parts"] == 7 * 12 * 4
+    assert data["trend"].startswith("NG rate")
+    qa = {"X-API-Key": keys["qa"]}
+    assert http.get("/v1/reports", params={**WEEK, "grain": "shift"}, headers=qa).status_code == 200
+    assert http.get("/v1/reports", params={**WEEK, "grain": "hour"}, headers=qa).status_code == 422
+    scoped = {"X-API-Key": keys["S2-manager"]}
+    assert http.get("/v1/reports", params=WEEK, headers=scoped).status_code == 403
+    assert (
+        http.get("/v1/reports", params={**WEEK, "station": "S2"}, headers=scoped).status_code == 200
+    )
+    backwards = {"from": "2026-05-17", "to": "2026-05-11"}
+    assert http.get("/v1/reports", params=backwards, headers=manager).status_code == 422
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_browser_renders_the_page(db: Database, seed: Seed, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium (scripts/dev.sh installs it)")
+    seed_fortnight(seed)
+    port = _free_port()
+    # A lab setting on loopback: a browser's address bar sends no API key header.
+    app = create_app(_settings(db, tmp_path / "home", auth_disabled=True))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shot = tmp_path / "reports.png"
+        url = f"http://127.0.0.1:{port}/reports?from=2026-05-11&to=2026-05-17&lang=zh"
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / 'browser'}",
+                f"--screenshot={shot}",
+                "--window-size=1280,2000",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        assert shot.stat().st_size > 20_000  # a page with charts, not a blank or error page
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
