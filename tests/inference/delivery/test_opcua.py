@@ -8,10 +8,13 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from datetime import UTC, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from asyncua import Client, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from store_factories import T0, make_result
 
 from defectlens.errors import InputError
@@ -24,6 +27,8 @@ from defectlens.inference.delivery.opcua import (
     result_values,
 )
 from defectlens.inference.store import Store
+
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 
 
 def _endpoint() -> str:
@@ -117,3 +122,47 @@ def test_a_busy_port_is_named() -> None:
         endpoint = f"opc.tcp://127.0.0.1:{taken.getsockname()[1]}/defectlens/"
         with pytest.raises(InputError, match="cannot listen on"):
             OpcUaSink(endpoint)
+
+
+async def _certificates(folder: Path) -> None:
+    for name, use in [("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", CLIENT_AUTH)]:
+        await setup_self_signed_certificate(
+            folder / f"{name}.pem",
+            folder / f"{name}.der",
+            f"urn:defectlens:test:{name}",
+            "localhost",
+            [use],
+            {"organizationName": "defectlens tests"},
+        )
+
+
+async def _read_encrypted(endpoint: str, folder: Path) -> Any:
+    client = Client(endpoint, timeout=5)
+    client.application_uri = "urn:defectlens:test:client"
+    await client.set_security_string(
+        f"Basic256Sha256,SignAndEncrypt,{folder / 'client.der'},{folder / 'client.pem'}"
+    )
+    client.set_user("mes")
+    client.set_password("s3cret")
+    async with client:
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        return await client.get_node(ua.NodeId(ua.String("S1/OkCount"), ua.Int16(ns))).read_value()
+
+
+def test_with_a_certificate_only_encrypted_clients_read(tmp_path: Path) -> None:
+    asyncio.run(_certificates(tmp_path))
+    secured = OpcUaSink(
+        _endpoint(),
+        username="mes",
+        password="s3cret",
+        certificate=tmp_path / "server.der",
+        private_key=tmp_path / "server.pem",
+    )
+    try:
+        result = make_result(0)
+        secured.send(payload_of(result), result.result_id)
+        assert asyncio.run(_read_encrypted(secured.endpoint, tmp_path)) == 1
+        with pytest.raises((ua.UaError, ConnectionError, asyncio.TimeoutError)):
+            read_station(secured.endpoint, "S1", "mes", "s3cret")  # no encryption: refused
+    finally:
+        secured.close()
