@@ -135,6 +135,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     retry.add_argument("delivery_id", metavar="ID", type=int)
     retry.set_defaults(handler=_deliveries_retry)
+
+    from defectlens.inference.line.commands import add_station_commands
+
+    add_station_commands(commands)
     _add_report_command(commands)
 
 
@@ -219,6 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from defectlens.inference.api.app import create_app
+    from defectlens.inference.line.commands import check_stations_file
     from defectlens.inference.service import ServiceSettings
     from defectlens.logs import configure_logging, uvicorn_log_config
 
@@ -228,6 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["port"] = args.port
     settings = ServiceSettings(**overrides)
+    check_stations_file()  # a wrong station is named with its file and line: exit 2
     configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(
         create_app(settings),

@@ -35,6 +35,7 @@ from defectlens.inference.api.routers import (
     reports,
     results,
 )
+from defectlens.inference.line.runner import start_line
 from defectlens.inference.service import InspectionService, ServiceSettings
 from defectlens.inference.service.deliveries import start_delivery
 from defectlens.inference.service.instances import HEARTBEAT_S
@@ -60,12 +61,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         service = await anyio.to_thread.run_sync(InspectionService.open, settings, metrics)
         app.state.service = service
         start_delivery(service)  # results to the MES sinks, in threads of its own
+        # The stations file's sources and PLC links (inference/line/), a thread each.
+        line = app.state.line = await anyio.to_thread.run_sync(start_line, service)
         app.state.keys = KeyCache(lambda key: verify_key(service.store, key), settings.key_cache_s)
         loops = [_every(settings.retention_interval_s, service.tidy_images)]
         if settings.deployment_poll_s > 0:
             loops.append(_every(settings.deployment_poll_s, service.sync_deployments))
         else:  # no polling, but the status file still says that this instance runs
             loops.append(_every(HEARTBEAT_S, service.report_status))
+        if line is not None:
+            loops.append(_every(2.0, line.write_snapshot))
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             yield
@@ -73,6 +78,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if line is not None:
+                await anyio.to_thread.run_sync(line.stop)
             # Inspections in flight finish and store their results before the store closes.
             await anyio.to_thread.run_sync(service.close)
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from defectlens.inference.line.runner import StationLineStatus
 from defectlens.inference.service.deployments import DeployedVersion
 from defectlens.inference.service.inspection import STATION_ID_PATTERN
 from defectlens.inference.store import Deployment as DeploymentRecord
@@ -49,6 +50,9 @@ class Station(BaseModel):
     serving: bool = False
     """Whether this service instance has that model loaded and answers inspections."""
     problem: str | None = None
+    line_side: StationLineStatus | None = None
+    """For a station in the stations file: its source, PLC link, last part, parts/min, NG
+    rate and last error."""
 
 
 class ModelVersion(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from defectlens.inference.api.auth import KeyCache
+from defectlens.inference.line.runner import LineRunner
 from defectlens.inference.service import InspectionService
 
 
@@ -17,6 +18,12 @@ def service_of(request: Request) -> InspectionService:
 def keys_of(request: Request) -> KeyCache:
     keys: KeyCache = request.app.state.keys
     return keys
+
+
+def line_of(request: Request) -> LineRunner | None:
+    """The line side's runner (`app.state.line`), None without a stations file."""
+    line: LineRunner | None = getattr(request.app.state, "line", None)
+    return line
 
 
 async def get_service(request: Request) -> InspectionService:

@@ -3,12 +3,13 @@ reachable), /metrics (Prometheus). Open without a key, for orchestrators and scr
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from defectlens.inference.api.dependencies import Service
 from defectlens.inference.api.schemas import Health, Readiness, StationReadiness
+from defectlens.inference.api.state import line_of
 from defectlens.inference.service import InspectionService
 from defectlens.inference.service.deliveries import delivery_backlog, delivery_problems
 
@@ -22,12 +23,15 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(service: Service) -> JSONResponse:
+async def readyz(service: Service, request: Request) -> JSONResponse:
     """200 when the database answers, every station with a promoted model has it loaded and
     the images' disk has room and no MES sink has failed for longer than
     DEFECTLENS_SINK_DOWN_READY_S; 503 with the reasons otherwise. Also says whether
     authentication is disabled."""
     report = await run_in_threadpool(readiness, service)
+    line = line_of(request)
+    if line is not None and (down := line.problems()):  # a line source that is down
+        report = report.model_copy(update={"ready": False, "problems": report.problems + down})
     return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
 
 

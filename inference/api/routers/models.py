@@ -5,10 +5,11 @@ from __future__ import annotations
 import pathlib
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from defectlens.inference.api import schemas
 from defectlens.inference.api.dependencies import Deployer, Reader, Service, check_station
+from defectlens.inference.api.state import line_of
 from defectlens.inference.service import deployments
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -24,9 +25,16 @@ def list_models(service: Service, caller: Reader) -> list[schemas.ModelVersion]:
 
 
 @router.get("/stations", response_model=list[schemas.Station])
-def list_stations(service: Service, caller: Reader) -> list[schemas.Station]:
-    """Every station, its active model, and whether this instance serves it."""
-    return [schemas.Station.model_validate(s) for s in deployments.station_states(service)]
+def list_stations(service: Service, caller: Reader, request: Request) -> list[schemas.Station]:
+    """Every station, its active model, whether this instance serves it and, for a station
+    of the stations file, its line side (source connected, last part, parts/min, NG rate,
+    last error)."""
+    line = line_of(request)
+    sides = {s.station: s for s in line.statuses()} if line is not None else {}
+    return [
+        schemas.Station.model_validate(s).model_copy(update={"line_side": sides.get(s.id)})
+        for s in deployments.station_states(service)
+    ]
 
 
 @router.post("/stations", response_model=schemas.Station, status_code=201)
