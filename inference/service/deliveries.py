@@ -91,6 +91,7 @@ def start_delivery(service: InspectionService) -> DeliveryWorker | None:
         sinks,
         retry_policy(service.settings),
         poll_s=service.settings.delivery_poll_s,
+        lease_s=service.settings.delivery_lease_s,
         on_delivered=lambda sink, lag: metrics.delivery_lag.labels(sink).observe(lag),
         on_failed=lambda sink, dead: metrics.delivery_failures.labels(sink, str(dead)).inc(),
     )

@@ -108,6 +108,9 @@ class ServiceSettings(Settings):
     """...up to this: the longest a sink that came back waits for its first try."""
     delivery_poll_s: float = Field(default=0.5, gt=0.0)
     """How often each sink looks for results due again (new results wake it at once)."""
+    delivery_lease_s: float = Field(default=60.0, gt=0.0)
+    """How long a sink's claimed results are left to it: after a crash they are sent again
+    once this has run out (at least once); longer than a batch of sends takes."""
     sink_down_ready_s: float = Field(default=300.0, gt=0.0)
     """A sink failing for longer than this makes /readyz 503, naming the sink."""
     stations_file: Path | None = None

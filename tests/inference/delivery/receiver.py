@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +30,8 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     reject: set[str] = field(default_factory=set)
     """Result ids answered 400 (a payload the MES refuses)."""
+    delay_s: float = 0.0
+    """How long each answer takes (a slow MES, so results queue up in the outbox)."""
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,6 +46,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 key = self.headers.get("Idempotency-Key", "")
+                time.sleep(receiver.delay_s)
                 if key in receiver.reject:
                     status = 400
                 else:
