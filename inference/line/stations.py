@@ -93,8 +93,8 @@ class StationConfig(_Config):
     line: str | None = Field(default=None, max_length=64)
     product: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, pattern=r"^[^/]+/[^/]+$")
-    """`name/version` the station is meant to run; a different active model is reported as
-    the station's problem (promotion stays `defectlens models promote`)."""
+    """`name/version` the station is meant to run (recorded; comparing it with the promoted
+    model is not built yet: promotion stays `defectlens models promote`)."""
     source: SourceConfig
     plc: ModbusLink | None = None
     deadline_ms: float = Field(default=200.0, gt=0)

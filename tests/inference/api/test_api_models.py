@@ -36,6 +36,7 @@ def test_models_and_stations_are_listed(service: Service) -> None:
             "model": {"name": models[0]["name"], "version": models[0]["version"]},
             "serving": True,
             "problem": None,
+            "line_side": None,  # no stations file
         }
     ]
 
