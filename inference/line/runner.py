@@ -20,6 +20,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -33,7 +34,12 @@ from defectlens.inference.line.sources import (
     SourceError,
     frame_source,
 )
-from defectlens.inference.line.stations import LineConfig, StationConfig, load_stations
+from defectlens.inference.line.stations import (
+    HotFolderSource,
+    LineConfig,
+    StationConfig,
+    load_stations,
+)
 from defectlens.inference.service.core import InspectionService
 from defectlens.inference.service.inspection import PartMetadata, inspect_part
 from defectlens.inference.service.settings import ServiceSettings
@@ -129,7 +135,9 @@ class StationRunner:
                 elif self._folder is not None:
                     if self._connected:
                         self._poll_folder()
-                    self._stop.wait(self.config.source.poll_s if self._connected else 0.1)
+                    source = self.config.source
+                    poll_s = source.poll_s if isinstance(source, HotFolderSource) else 0.1
+                    self._stop.wait(poll_s if self._connected else 0.1)
                 elif interval:
                     next_tick += 1.0 / interval
                     self._stop.wait(max(0.0, next_tick - time.monotonic()))
@@ -373,7 +381,9 @@ class LineRunner:
         os.replace(temporary, path)
 
 
-class _Link:
+class _Link(Protocol):
+    """A PLC link the runner started and stops (Modbus today)."""
+
     def stop(self) -> None: ...
 
 
