@@ -44,6 +44,8 @@ class MosquittoBroker:
     root: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
+    """More mosquitto.conf lines (e.g. "max_queued_messages 0")."""
 
     @property
     def url(self) -> str:
@@ -58,6 +60,7 @@ class MosquittoBroker:
             f"persistence_location {self.root}/",
             f"log_dest file {self.root}/mosquitto.log",
         ]
+        lines.extend(self.extra)
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to a `mosquitto` user that may not exist
         config.write_text("\n".join(lines) + "\n")
