@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from defectlens.settings import load_settings
 
 if TYPE_CHECKING:
+    from defectlens.demo_mes import MesSide
     from defectlens.inference.service import ServiceSettings
 
 STATION = "demo-line-1"
@@ -78,15 +79,23 @@ def run_demo(home: Path | None = None) -> int:
 
 def inspect_through_service(home: Path, version: Path, samples: list[Path]) -> None:
     """Set a station up from nothing (station, promoted model, `line` key), start the service
-    on a free loopback port, send each sample with its station and serial, print the verdicts
-    and latency percentiles, and stop the service."""
+    on a free loopback port with its sinks pointed at a local MES side (`demo_mes`), send each
+    sample with its station and serial, print the verdicts, latency percentiles and what the
+    MES side received, and stop the service."""
+    from defectlens.demo_mes import mes_side
+
+    with mes_side() as mes:
+        _inspect_with(home, version, samples, mes)
+
+
+def _inspect_with(home: Path, version: Path, samples: list[Path], mes: MesSide) -> None:
     import httpx
 
     from defectlens.inference.service import ServiceSettings
     from defectlens.inference.service.deployments import deploy_model_dir
     from defectlens.inference.store import Store, open_database
 
-    settings = ServiceSettings(home=home, host="127.0.0.1", port=_free_port())
+    settings = ServiceSettings(home=home, host="127.0.0.1", port=_free_port(), **mes.settings)
     store = Store(open_database(settings.resolved_database_url))
     try:
         store.ensure_station(STATION, line=LINE, description="defectlens demo")
@@ -124,6 +133,11 @@ def inspect_through_service(home: Path, version: Path, samples: list[Path]) -> N
                 verdicts[result["verdict"]] += 1
                 correct += (result["verdict"] == "NG") == (path.parent.name != "good")
                 model_ms.append(float(result["timings_ms"]["model"]))
+            deadline = time.monotonic() + 30  # the sinks' deliveries, before the service stops
+            while store.list_deliveries(state="pending") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            print("    what the MES side received:")
+            mes.report(STATION)
         stored = store.verdict_counts(station=STATION)
     finally:
         store.db.close()

@@ -27,6 +27,9 @@ def test_demo_trains_then_inspects_every_test_part_through_the_service(
     assert len(counts) == 2, out
     engine, service = ([int(n) for n in found] for found in counts)
     assert service == engine and service[0] == parts and service[1] + service[2] == parts
+    # The MES side got every part: the webhook, the OPC UA server (and MQTT when installed).
+    assert f"MES webhook  {parts} results received" in out, out
+    assert re.search(r"OPC UA .* PartId DEMO-\d{4}, Verdict (OK|NG), OkCount \d+", out), out
     for line in ("end to end", "model time"):
         assert re.search(rf"{line}\s+p50 +[\d.]+ ms +p95 +[\d.]+ ms +p99 +[\d.]+ ms", out), out
 
