@@ -96,6 +96,21 @@ class ServiceSettings(Settings):
     """CA certificate(s) the broker's TLS certificate must chain to (default: the system's)."""
     mqtt_client_id: str | None = None
     """The MQTT client id (default: defectlens-<instance id>)."""
+    opcua_endpoint: str | None = None
+    """Results on an OPC UA server inside the service, e.g. opc.tcp://0.0.0.0:4840/defectlens/
+    (per station the last result and OK/NG counts); None: no OPC UA sink."""
+    opcua_username: str | None = None
+    """With `opcua_password`: clients must log in with these; anonymous clients are refused."""
+    opcua_password: SecretStr | None = None
+    opcua_certificate: Path | None = None
+    """With `opcua_private_key`: the server's certificate; only Basic256Sha256 signed and
+    encrypted endpoints are offered (passwords travel encrypted)."""
+    opcua_private_key: Path | None = None
+    station_sinks: dict[str, list[Literal["webhook", "mqtt", "opcua"]]] = Field(
+        default_factory=dict
+    )
+    """Per station, the sinks its results go to, e.g. {"S1": ["webhook"], "S2": ["mqtt",
+    "opcua"]} (an empty list: none); a station not named goes to every configured sink."""
     delivery_max_attempts: int = Field(default=100, ge=1)
     """A result a sink failed to take this many times becomes a dead letter (listed by
     `defectlens deliveries list`, re-sent by `deliveries retry`)."""
@@ -130,6 +145,19 @@ class ServiceSettings(Settings):
                 "every caller on the network would be admin. Serve on 127.0.0.1, or also set "
                 "DEFECTLENS_AUTH_DISABLED_ON_NETWORK=true if that is really meant"
             )
+        configured = {
+            "webhook": ("DEFECTLENS_WEBHOOK_URL", self.webhook_url),
+            "mqtt": ("DEFECTLENS_MQTT_URL", self.mqtt_url),
+            "opcua": ("DEFECTLENS_OPCUA_ENDPOINT", self.opcua_endpoint),
+        }
+        for station, sinks in self.station_sinks.items():
+            for sink in sinks:
+                variable, value = configured[sink]
+                if not value:
+                    raise ValueError(
+                        f"station_sinks sends station {station!r} to sink {sink!r}, but "
+                        f"{variable} is not set: set it, or drop {sink!r} from the station"
+                    )
         return self
 
 
