@@ -106,7 +106,7 @@ def store_fail_safe(
         captured_at=metadata.captured_at,
         received_at=received_at,
     )
-    sinks = sink_names(service.settings)
+    sinks = sink_names(service.settings, metadata.station)
     try:
         service.store.save_result(
             result,
