@@ -192,12 +192,8 @@ class OpcUaSink(Sink):
         if certificate is not None and private_key is not None:
             await server.load_certificate(str(certificate))
             await server.load_private_key(str(private_key))
-            server.set_security_policy(
-                [
-                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-                    ua.SecurityPolicyType.Basic256Sha256_Sign,
-                ]
-            )
+            # SignAndEncrypt only: a Sign endpoint would let a client read results in clear.
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.set_identity_tokens(
@@ -233,17 +229,21 @@ class OpcUaSink(Sink):
         result_id = str(payload["result_id"])
         if result_id in station.seen:
             return  # sent again (at least once): the address space has it already
-        station.seen.append(result_id)
+        # Counted and remembered only once every write went through: a write that fails or
+        # is cancelled by the timeout leaves the result unseen, so the retry writes it.
         verdict = str(payload["verdict"])
-        station.counts[verdict] = station.counts.get(verdict, 0) + 1
-        await self._set(station, "OkCount", station.counts["OK"])
-        await self._set(station, "NgCount", station.counts["NG"])
-        if result_id < station.last_id:
-            return  # an older result (a dead letter sent again): counted, not the last one
-        station.last_id = result_id
-        await self._set(station, "Line", payload.get("line"))
-        for path, value in result_values(payload).items():
-            await self._set(station, f"Result/{path}", value)
+        counts = station.counts | {verdict: station.counts.get(verdict, 0) + 1}
+        await self._set(station, "OkCount", counts["OK"])
+        await self._set(station, "NgCount", counts["NG"])
+        latest = result_id >= station.last_id  # else a dead letter sent again: counted only
+        if latest:
+            await self._set(station, "Line", payload.get("line"))
+            for path, value in result_values(payload).items():
+                await self._set(station, f"Result/{path}", value)
+        station.seen.append(result_id)
+        station.counts = counts
+        if latest:
+            station.last_id = result_id
 
     async def _set(self, station: _Station, path: str, value: Any) -> None:
         node = station.nodes[path]

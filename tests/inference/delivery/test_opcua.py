@@ -1,6 +1,6 @@
 """The OPC UA sink read by a real asyncua client: per station the last result in OPC 40100
-ResultDataType fields and OK/NG counters, a result sent twice counted once, and a client
-without the right password refused."""
+ResultDataType fields and OK/NG counters, a result sent twice counted once (and one whose
+write failed written again), and a client without the right password or encryption refused."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from defectlens.inference.delivery.opcua import (
     read_station,
     result_values,
 )
+from defectlens.inference.delivery.sink import DeliveryFailed
 from defectlens.inference.store import Store
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
@@ -92,6 +93,36 @@ def test_a_client_reads_each_stations_last_result_and_counts(sink: OpcUaSink, st
     assert (s3["Result/ProcessingTimes/ProcessingDuration"], s3["OkCount"]) == (None, 1)
 
 
+def test_a_result_whose_write_timed_out_is_written_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = OpcUaSink(_endpoint(), timeout_s=0.5)
+    # A write that hangs past the timeout cannot be provoked in asyncua's own address space:
+    # the first write of the verdict is held back, so the sink's timeout cancels the result.
+    write = sink._set
+    held: list[str] = []
+
+    async def slow_once(station: Any, path: str, value: Any) -> None:
+        if path == "Result/Verdict" and not held:
+            held.append(path)
+            await asyncio.sleep(5)
+        await write(station, path, value)
+
+    monkeypatch.setattr(sink, "_set", slow_once)
+    try:
+        result = make_result(0, verdict="NG", score=0.9)
+        with pytest.raises(DeliveryFailed, match="no write within"):
+            sink.send(payload_of(result), result.result_id)
+        sink.send(payload_of(result), result.result_id)  # the worker's retry
+        s1 = read_station(sink.endpoint, "S1")
+    finally:
+        sink.close()
+    assert held
+    assert (s1["Result/ResultId"], s1["Result/Verdict"]) == (result.result_id, "NG")
+    assert (s1["OkCount"], s1["NgCount"]) == (0, 1)
+    assert sink.counts("S1") == {"OK": 0, "NG": 1}
+
+
 async def _read_result_id(endpoint: str, user: str | None, password: str | None) -> Any:
     client = Client(endpoint, timeout=5)
     if user:
@@ -136,11 +167,11 @@ async def _certificates(folder: Path) -> None:
         )
 
 
-async def _read_encrypted(endpoint: str, folder: Path) -> Any:
+async def _read_encrypted(endpoint: str, folder: Path, mode: str = "SignAndEncrypt") -> Any:
     client = Client(endpoint, timeout=5)
     client.application_uri = "urn:defectlens:test:client"
     await client.set_security_string(
-        f"Basic256Sha256,SignAndEncrypt,{folder / 'client.der'},{folder / 'client.pem'}"
+        f"Basic256Sha256,{mode},{folder / 'client.der'},{folder / 'client.pem'}"
     )
     client.set_user("mes")
     client.set_password("s3cret")
@@ -164,5 +195,7 @@ def test_with_a_certificate_only_encrypted_clients_read(tmp_path: Path) -> None:
         assert asyncio.run(_read_encrypted(secured.endpoint, tmp_path)) == 1
         with pytest.raises((ua.UaError, ConnectionError, asyncio.TimeoutError)):
             read_station(secured.endpoint, "S1", "mes", "s3cret")  # no encryption: refused
+        with pytest.raises((ua.UaError, ConnectionError, asyncio.TimeoutError)):
+            asyncio.run(_read_encrypted(secured.endpoint, tmp_path, "Sign"))  # signed, in clear
     finally:
         secured.close()
