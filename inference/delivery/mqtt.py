@@ -1,7 +1,8 @@
 """The MQTT sink (paho-mqtt): each result published with QoS 1 to
 `defectlens/{line}/{station}/result`, then the station's retained
 `defectlens/{line}/{station}/status` (last verdict, result and OK/NG counts since this sink
-started). A result counts as delivered once the broker acknowledged it (PUBACK).
+started, each result id counted once). A result counts as delivered once the broker
+acknowledged it (PUBACK).
 
 The client connects in the background and reconnects by itself; while it is not connected
 `send` fails at once and the worker tries again later. `mqtts://` connects with TLS.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from defectlens.inference.delivery.sink import DeliveryFailed, Sink
 
 TOPIC_PREFIX = "defectlens"
 _NOT_IN_TOPICS = str.maketrans({"/": "_", "+": "_", "#": "_"})
+_SEEN_PER_STATION = 10_000
+"""Result ids remembered per station, so a result sent again is not counted twice."""
 
 
 def station_topic(line: str | None, station: str) -> str:
@@ -54,6 +58,7 @@ class MqttSink(Sink):
         self.url = url
         self.timeout_s = timeout_s
         self._counts: dict[str, dict[str, int]] = {}
+        self._seen: dict[str, deque[str]] = {}
         self._since = datetime.now(UTC).isoformat()
         self._lock = threading.Lock()
         self.client = mqtt.Client(
@@ -79,9 +84,15 @@ class MqttSink(Sink):
 
     def _status(self, payload: dict[str, Any]) -> dict[str, Any]:
         station = str(payload["station"])
+        result_id = str(payload["result_id"])
         with self._lock:
             counts = self._counts.setdefault(station, {"OK": 0, "NG": 0})
-            counts[str(payload["verdict"])] = counts.get(str(payload["verdict"]), 0) + 1
+            seen = self._seen.setdefault(station, deque(maxlen=_SEEN_PER_STATION))
+            # A re-send (the status unacknowledged, or rows sent again after a crash) publishes
+            # the status again without counting the part twice.
+            if result_id not in seen:
+                seen.append(result_id)
+                counts[str(payload["verdict"])] = counts.get(str(payload["verdict"]), 0) + 1
             counts = dict(counts)
         return {
             "station": station,

@@ -111,6 +111,28 @@ def test_results_and_retained_status_reach_the_broker(
     assert status["counts"] == {"OK": 2, "NG": 1}
 
 
+def test_a_result_sent_again_is_counted_once_in_the_status(
+    mqtt_broker: MosquittoBroker,  # noqa: F811
+) -> None:
+    sink = MqttSink(mqtt_broker.url, client_id="t3")
+    try:
+        _wait_for(sink.client.is_connected)
+        first, second = make_result(0), make_result(1, verdict="NG")
+        sink.send(payload_of(first), first.result_id)
+        sink.send(payload_of(first), first.result_id)  # e.g. the status was not acknowledged
+        sink.send(payload_of(second), second.result_id)
+        sink.send(payload_of(first), first.result_id)  # rows sent again after a crash
+    finally:
+        sink.close()
+    late = Subscriber(mqtt_broker.port, client_id="late", clean=True)
+    try:
+        _wait_for(lambda: bool(late.messages))
+        _, status, _ = late.messages[0]
+    finally:
+        late.close()
+    assert status["counts"] == {"OK": 1, "NG": 1}
+
+
 def test_every_result_arrives_through_a_broker_outage(
     store: Store,
     mqtt_broker: MosquittoBroker,  # noqa: F811
