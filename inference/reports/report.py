@@ -33,6 +33,10 @@ from defectlens.settings import Settings
 
 MAX_DAYS = 400
 """The longest report (and baseline) in days."""
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2100, 12, 31)
+"""The days a report may ask for: wide enough for any plant's history, and far from the ends
+of Python's calendar (year 1 and 9999), where a window's UTC bounds overflow."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,26 @@ def last_days(settings: Settings, days: int = 7) -> tuple[date, date]:
     return today - timedelta(days=days - 1), today
 
 
+def _check_days(*days: tuple[str, date | None]) -> None:
+    """InputError naming the first of `days` (parameter name, day) outside EARLIEST..LATEST."""
+    for name, day in days:
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise InputError(
+                f"{name} = {day.isoformat()} is outside the days a report covers "
+                f"({EARLIEST.isoformat()} to {LATEST.isoformat()}); ask for days in them"
+            )
+
+
 def build_report(db: Database, settings: Settings, request: ReportRequest) -> Report:
     """Every figure of `request`, from the store `db`, in the plant's calendar."""
     zone = plant_zone(settings.timezone)
     shifts = parse_shifts(settings.shifts)
+    _check_days(
+        ("from", request.first),
+        ("to", request.last),
+        ("baseline-from", request.baseline_first),
+        ("baseline-to", request.baseline_last),
+    )
     baseline = request.baseline()
     for first, last, what in ((request.first, request.last, "report"), (*baseline, "baseline")):
         if (last - first).days + 1 > MAX_DAYS:

@@ -78,6 +78,34 @@ def test_cli_writes_html_csv_and_pdf(
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "days",
+    [
+        ["--from", "0001-01-01", "--to", "0001-01-02"],
+        ["--from", "9999-12-31", "--to", "9999-12-31"],
+        [
+            *("--from", "2026-05-11", "--to", "2026-05-17"),
+            *("--baseline-from", "1999-12-31", "--baseline-to", "2000-01-06"),
+        ],
+    ],
+)
+def test_cli_refuses_days_out_of_range(
+    db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    days: list[str],
+) -> None:
+    monkeypatch.setenv("DEFECTLENS_DATABASE_URL", str(db.engine.url))
+    out = ["--format", "html", "--out", str(tmp_path / "r.html")]
+    assert main(["report", *days, *out]) == 2
+    assert "is outside the days a report covers (2000-01-01 to 2100-12-31)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_report_trend_and_p_chart_on_seeded_history(db: Database, seed: Seed) -> None:
     seed_fortnight(seed)
     settings = Settings(timezone="UTC")

@@ -71,6 +71,26 @@ def test_roles_filters_and_languages(client: tuple[TestClient, dict[str, str]]) 
     assert http.get("/v1/reports", params=backwards, headers=manager).status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("days", "named"),
+    [
+        ({"from": "0001-01-01", "to": "0001-01-02"}, "from"),
+        ({"from": "9999-12-31", "to": "9999-12-31"}, "from"),
+        ({"from": "2026-05-11", "to": "9999-12-31"}, "to"),
+    ],
+)
+def test_days_out_of_range_are_the_callers_mistake(
+    client: tuple[TestClient, dict[str, str]], days: dict[str, str], named: str
+) -> None:
+    # The ends of Python's calendar once overflowed in the window's UTC bounds (a 500).
+    http, keys = client
+    manager = {"X-API-Key": keys["manager"]}
+    for route in ("/v1/reports", "/reports"):
+        answer = http.get(route, params=days, headers=manager)
+        assert answer.status_code == 422, (route, answer.text)
+        assert answer.json()["detail"].startswith(f"{named} = {days[named]} is outside")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
