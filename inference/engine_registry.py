@@ -97,6 +97,12 @@ class EngineRegistry:
             log.info("loaded model %s/%s from %s", engine.card.name, engine.card.version, folder)
             return engine
 
+    def loaded(self, model_dir: Path) -> Engine | None:
+        """The engine of a model version folder if one is loaded (serving or being swapped
+        in), without loading it."""
+        with self._lock:
+            return self._by_folder.get(Path(model_dir).resolve())
+
     def serve(self, station: str, engine: Engine) -> None:
         """Point `station` at an already loaded engine (the atomic part of a hot swap)."""
         with self._lock:

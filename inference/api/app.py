@@ -60,9 +60,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             log.warning(AUTH_DISABLED_WARNING)
         service = await anyio.to_thread.run_sync(InspectionService.open, settings, metrics)
         app.state.service = service
-        start_delivery(service)  # results to the MES sinks, in threads of its own
-        # The stations file's sources and PLC links (inference/line/), a thread each.
-        line = app.state.line = await anyio.to_thread.run_sync(start_line, service)
+        try:
+            start_delivery(service)  # results to the MES sinks, in threads of its own
+            # The stations file's sources and PLC links (inference/line/), a thread each.
+            line = app.state.line = await anyio.to_thread.run_sync(start_line, service)
+        except BaseException:  # e.g. the PLC port is taken: stop what started, then fail
+            await anyio.to_thread.run_sync(service.close)
+            raise
         app.state.keys = KeyCache(lambda key: verify_key(service.store, key), settings.key_cache_s)
         loops = [_every(settings.retention_interval_s, service.tidy_images)]
         if settings.deployment_poll_s > 0:

@@ -93,6 +93,18 @@ def check_station(caller: Caller, station: str) -> None:
         raise Forbidden(f"this API key is limited to stations {scope}; not {station!r}")
 
 
+def scoped_station(caller: Caller, station: str | None) -> str | None:
+    """The station a listing is filtered to: the one asked for (403 outside the key's scope),
+    else the key's only station; a key limited to several must name one (403)."""
+    if station is None and caller.stations is not None and len(caller.stations) == 1:
+        station = caller.stations[0]
+    if station is not None:
+        check_station(caller, station)
+    elif caller.stations is not None:
+        raise Forbidden("this API key is limited to some stations: name one (station=...)")
+    return station
+
+
 def require(roles: frozenset[Role], action: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
     """A dependency admitting callers whose role is in `roles` (admin always); 401 without a
     valid key, 403 for another role. One dependency, not a chain of them: FastAPI resolves

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from defectlens.errors import (
@@ -137,4 +138,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(OperationalError, store_unavailable)
     app.add_exception_handler(InterfaceError, store_unavailable)
+    app.add_exception_handler(PoolTimeout, store_unavailable)  # every connection busy
     app.add_exception_handler(Exception, unexpected_error)

@@ -19,6 +19,10 @@ from defectlens.inference.store import Deployment as DeploymentRecord
 from defectlens.prediction import ModelRef
 from defectlens.result import InspectionResult
 
+MAX_ROW_ID = 2**63 - 1
+"""The largest row id either database holds (64-bit): a larger id asked for is a 422, not a
+database error."""
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -79,7 +83,7 @@ class PromoteRequest(_Body):
     the service's machine (registered on the way)."""
 
     model_dir: str | None = Field(default=None, min_length=1, max_length=4096)
-    model_version_id: int | None = Field(default=None, ge=1)
+    model_version_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PromoteRequest:

@@ -289,7 +289,10 @@ def heatmap_png(service: InspectionService, result: InspectionResult) -> bytes:
             f"result {result.result_id}: model {result.model.name} {result.model.version} is "
             "no longer registered, so its heat map cannot be rendered"
         )
-    engine = service.registry.load(Path(version.path))
+    folder = Path(version.path)
+    # A version no station serves any more is loaded for this one picture, not kept: a
+    # reader must not be able to make the service hold every version it ever ran.
+    engine = service.registry.loaded(folder) or Engine(folder, threads=1, warmup=False)
     decoded = decode_image(original.read_bytes(), str(original))
     prediction = engine.predict(decoded, source=str(original), with_map=True)
     return encode_png(render_overlay(decoded, prediction))

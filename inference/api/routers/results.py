@@ -12,8 +12,7 @@ from fastapi.responses import FileResponse, Response
 
 from defectlens.errors import NotFound
 from defectlens.inference.api.auth import Caller
-from defectlens.inference.api.dependencies import Reader, Service, check_station
-from defectlens.inference.api.errors import Forbidden
+from defectlens.inference.api.dependencies import Reader, Service, scoped_station
 from defectlens.inference.api.schemas import ResultPage
 from defectlens.inference.service import InspectionService
 from defectlens.inference.service.images import MEDIA_TYPES
@@ -53,12 +52,7 @@ def list_results(
 ) -> ResultPage:
     """Results newest first. Pass the page's `next_cursor` as `cursor`, with the same filters,
     for the next page; it is null on the last page."""
-    if station is None and caller.stations is not None and len(caller.stations) == 1:
-        station = caller.stations[0]
-    if station is not None:
-        check_station(caller, station)
-    elif caller.stations is not None:
-        raise Forbidden("this API key is limited to some stations: name one (station=...)")
+    station = scoped_station(caller, station)
     items, next_cursor = service.store.list_results(
         station=station,
         line=line,

@@ -98,6 +98,18 @@ def test_dead_letters_are_listed_and_resent_through_the_api(
         service.client.post("/v1/deliveries/999999/retry", headers=service.auth()).status_code
         == 404
     )
+    huge = service.client.post(f"/v1/deliveries/{2**63}/retry", headers=service.auth())
+    assert huge.status_code == 422  # not the database's overflow (500)
+
+    # A key limited to another station sees none of this station's deliveries.
+    service.store.ensure_station("s2")
+    _, other = service.store.create_key("qa", "line-2 qa", stations=["s2"])
+    scoped = {"X-API-Key": other}
+    assert service.client.get("/v1/deliveries", headers=scoped).json() == []
+    assert (
+        service.client.get(f"/v1/deliveries?station={STATION}", headers=scoped).status_code == 403
+    )
+    assert service.client.post(retry, headers=scoped).status_code == 404
 
 
 def test_a_sink_down_too_long_makes_the_service_not_ready(
