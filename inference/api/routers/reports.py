@@ -14,13 +14,7 @@ from defectlens.inference.api.dependencies import Service, require
 from defectlens.inference.api.errors import Forbidden
 from defectlens.inference.reports.calendar import Grain
 from defectlens.inference.reports.render import Lang, filter_form, html_report
-from defectlens.inference.reports.report import (
-    Report,
-    ReportRequest,
-    build_report,
-    last_days,
-)
-from defectlens.inference.service import InspectionService
+from defectlens.inference.reports.report import ReportRequest, build_report, last_days
 
 REPORTS: frozenset[Role] = frozenset({"manager", "qa"})
 """Who reads reports (and admin)."""
@@ -30,61 +24,50 @@ Manager = Annotated[Caller, Depends(require(REPORTS, "read reports"))]
 router = APIRouter(tags=["reports"])
 
 
-def _report(
-    service: InspectionService,
-    caller: Caller,
-    first: date | None,
-    last: date | None,
-    line: str | None,
-    station: str | None,
-    grain: Grain,
-) -> Report:
+From = Annotated[date | None, Query(alias="from", description="first day (plant time)")]
+To = Annotated[date | None, Query(alias="to", description="last day, included")]
+
+
+def report_request(
+    service: Service,
+    caller: Manager,
+    first: From = None,
+    last: To = None,
+    line: str | None = None,
+    station: str | None = None,
+    grain: Grain = "day",
+) -> ReportRequest:
+    """The filters both report routes share, as a request within the caller's stations
+    (default: the last 7 days)."""
     if caller.stations is not None and station not in caller.stations:
         raise Forbidden(
             f"this API key is limited to stations {', '.join(caller.stations)}; "
             "ask for one of them with station=..."
         )
     default_first, default_last = last_days(service.settings)
-    request = ReportRequest(
+    return ReportRequest(
         first or default_first, last or default_last, line or None, station or None, grain
     )
-    return build_report(service.store.db, service.settings, request)
 
 
-From = Annotated[date | None, Query(alias="from", description="first day (plant time)")]
-To = Annotated[date | None, Query(alias="to", description="last day, included")]
+Filters = Annotated[ReportRequest, Depends(report_request)]
 
 
 @router.get("/reports", response_class=HTMLResponse)
 def reports_page(
-    service: Service,
-    caller: Manager,
-    first: From = None,
-    last: To = None,
-    line: str | None = None,
-    station: str | None = None,
-    grain: Grain = "day",
-    lang: Literal["en", "zh"] = "en",
+    service: Service, filters: Filters, lang: Literal["en", "zh"] = "en"
 ) -> HTMLResponse:
     """The reports page: NG rate and first-pass yield by line, station, product and shift,
     Pareto of defect classes, p-charts, and the trend against the baseline."""
-    report = _report(service, caller, first, last, line, station, grain)
+    report = build_report(service.store.db, service.settings, filters)
     chosen: Lang = lang
     return HTMLResponse(html_report(report, chosen, filter_form(report.request, chosen)))
 
 
 @router.get("/v1/reports")
-def report_data(
-    service: Service,
-    caller: Manager,
-    first: From = None,
-    last: To = None,
-    line: str | None = None,
-    station: str | None = None,
-    grain: Grain = "day",
-) -> dict[str, Any]:
+def report_data(service: Service, filters: Filters) -> dict[str, Any]:
     """Every table of the report (as in its CSV export) and the trend in words."""
-    report = _report(service, caller, first, last, line, station, grain)
+    report = build_report(service.store.db, service.settings, filters)
     return {
         "from": report.request.first,
         "to": report.request.last,

@@ -67,8 +67,23 @@ def test_roles_filters_and_languages(client: tuple[TestClient, dict[str, str]]) 
     assert (
         http.get("/v1/reports", params={**WEEK, "station": "S2"}, headers=scoped).status_code == 200
     )
+    assert http.get("/reports", params=WEEK, headers=scoped).status_code == 403
+    page = http.get("/reports", params={**WEEK, "station": "S2"}, headers=scoped)
+    assert page.status_code == 200 and "Station S2" in page.text
     backwards = {"from": "2026-05-17", "to": "2026-05-11"}
     assert http.get("/v1/reports", params=backwards, headers=manager).status_code == 422
+
+
+def test_both_routes_read_the_same_filters(client: tuple[TestClient, dict[str, str]]) -> None:
+    http, _ = client
+    paths = http.get("/openapi.json").json()["paths"]
+
+    def query(path: str) -> set[str]:
+        return {p["name"] for p in paths[path]["get"]["parameters"] if p["in"] == "query"}
+
+    filters = {"from", "to", "line", "station", "grain"}
+    assert query("/v1/reports") == filters
+    assert query("/reports") == {*filters, "lang"}
 
 
 @pytest.mark.parametrize(
