@@ -65,23 +65,54 @@ def test_trend_against_the_baseline_with_its_interval() -> None:
     assert result.low == pytest.approx(math.exp(math.log(31 / 42) - 1.959964 * se) - 1)
     assert result.high == pytest.approx(math.exp(math.log(31 / 42) + 1.959964 * se) - 1)
     assert result.target_met and not result.significant  # 1000 parts are too few to tell
-    assert result.sentence().startswith("NG rate 3.1% vs 4.2% in the baseline, down 26% (95% CI")
+    # se = sqrt(1/31 - 1/1000 + 1/42 - 1/1000) = 0.23252, log(31/42) = -0.30368:
+    # exp(-0.30368 -+ 1.95996 * 0.23252) - 1 = -53.2% and +16.4%
+    assert result.sentence() == (
+        "NG rate 3.1% vs 4.2% in the baseline, down 26% (95% CI -53% to +16%; target -20%)"
+    )
     big = trend(Counts("all", 100_000, 3100, 0, 0), Counts("all", 100_000, 4200, 0, 0))
     assert big.significant and big.high is not None and big.high < -0.2
 
 
 @pytest.mark.parametrize(
-    ("current", "baseline", "change", "has_interval"),
+    ("current", "baseline", "change", "has_interval", "sentence"),
     [
-        (Counts("x", 0, 0, 0, 0), Counts("x", 10, 1, 0, 0), None, False),
-        (Counts("x", 10, 1, 0, 0), Counts("x", 10, 0, 0, 0), None, False),
-        (Counts("x", 10, 0, 0, 0), Counts("x", 10, 2, 0, 0), -1.0, False),
+        (
+            Counts("x", 0, 0, 0, 0),
+            Counts("x", 10, 1, 0, 0),
+            None,
+            False,
+            "no parts in the period or the baseline: no comparison",
+        ),
+        (
+            Counts("x", 10, 1, 0, 0),
+            Counts("x", 10, 0, 0, 0),
+            None,
+            False,
+            "NG rate 10.0% vs 0.0% in the baseline (no NG in the baseline: no relative change)",
+        ),
+        (
+            Counts("x", 10, 0, 0, 0),
+            Counts("x", 10, 2, 0, 0),
+            -1.0,
+            False,
+            "NG rate 0.0% vs 20.0% in the baseline, down 100% (target -20%)",
+        ),
+        # 60/1000 against 40/1000: +50%; se = sqrt(1/60 - 1/1000 + 1/40 - 1/1000) = 0.19917,
+        # exp(log 1.5 -+ 1.95996 * 0.19917) - 1 = +1.5% and +121.6%
+        (
+            Counts("x", 1000, 60, 0, 0),
+            Counts("x", 1000, 40, 0, 0),
+            pytest.approx(0.5),
+            True,
+            "NG rate 6.0% vs 4.0% in the baseline, up 50% (95% CI +2% to +122%; target -20%)",
+        ),
     ],
 )
-def test_trend_without_enough_parts(
-    current: Counts, baseline: Counts, change: float | None, has_interval: bool
+def test_trend_in_words(
+    current: Counts, baseline: Counts, change: object, has_interval: bool, sentence: str
 ) -> None:
     result = trend(current, baseline)
     assert result.change == change
     assert (result.low is not None) == has_interval
-    assert isinstance(result.sentence(), str)
+    assert result.sentence() == sentence
