@@ -56,23 +56,32 @@ def inspect_within(
     inspection is abandoned and the fail-safe verdict stored. An inspection whose result was
     already being stored at the deadline is waited for (the database timeout bounds it) and
     answered late with its own verdict, so the stored result and the answer always agree.
-    An error (an undecodable frame, a station without a model) stores the fail-safe too."""
+    An error (an undecodable frame, a station without a model, an ONNX Runtime or disk
+    failure) stores the fail-safe too, with reason `error`."""
     attempt = Attempt()
     future = submit_with_context(
         service.threads, inspect_part, service, data, metadata, False, attempt
     )
     try:
-        inspected = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        return LineAnswer(inspected.result)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        if not attempt.abandon():
-            return LineAnswer(future.result().result, late=True)
-        reason = f"no answer within the deadline of station {metadata.station}"
-        return LineAnswer(store_fail_safe(service, metadata, fail_safe, reason), "deadline")
-    except DefectLensError as error:
+        try:
+            inspected = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            return LineAnswer(inspected.result)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            if not attempt.abandon():
+                return LineAnswer(future.result().result, late=True)
+    except Exception as error:  # whatever failed, the PLC's verdict is stored (docs/plc.md)
+        if not isinstance(error, DefectLensError):  # ONNX Runtime, OSError, a bug: the trace
+            log.exception(
+                "station %s: inspecting %s failed",
+                metadata.station,
+                metadata.serial or "(no serial)",
+                extra={"station": metadata.station, "serial": metadata.serial},
+            )
         reason = f"inspection failed: {error}"
         return LineAnswer(store_fail_safe(service, metadata, fail_safe, reason), "error")
+    reason = f"no answer within the deadline of station {metadata.station}"
+    return LineAnswer(store_fail_safe(service, metadata, fail_safe, reason), "deadline")
 
 
 def store_fail_safe(
