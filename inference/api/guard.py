@@ -65,7 +65,7 @@ class RequestGuard:
         limit = self.body_limit(path)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _answer(send, 413, _too_large(int(declared), limit))
+            await _answer(send, 413, too_large(int(declared), limit))
             return
         if path == INSPECT_PATH:  # the route streams its image and stops at its own limit
             await self.app(scope, _limited(receive, limit), send)
@@ -82,7 +82,7 @@ class RequestGuard:
                 break
             size += len(message.get("body", b""))
             if size > limit:
-                await _answer(send, 413, _too_large(size, limit))
+                await _answer(send, 413, too_large(size, limit))
                 return
             if not message.get("more_body", False):
                 break
@@ -110,15 +110,16 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             size += len(message.get("body", b""))
             if size > limit:
-                raise TooLarge(_too_large(size, limit))
+                raise TooLarge(too_large(size, limit))
         return message
 
     return counting
 
 
-def _too_large(size: int, limit: int) -> str:
+def too_large(size: int, limit: int) -> str:
+    """What a 413 says: the size, the limit and the setting that sets it."""
     return (
-        f"request body of {size} bytes is over this route's limit of {limit} bytes "
+        f"request body of {size} bytes is over the limit of {limit} bytes for this route "
         "(DEFECTLENS_MAX_UPLOAD_BYTES for images, DEFECTLENS_MAX_BODY_BYTES otherwise)"
     )
 

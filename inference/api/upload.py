@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from defectlens.errors import InputError, TooLarge, UnsupportedFormat
-from defectlens.inference.api.guard import MULTIPART_SLACK
+from defectlens.inference.api.guard import MULTIPART_SLACK, too_large
 from defectlens.inference.service import PartMetadata
 
 METADATA_FIELDS = tuple(PartMetadata.model_fields)
@@ -48,27 +48,17 @@ def part_metadata(
         raise InputError(f"part metadata: {problems}") from None
 
 
-def overlay_flag(query: Mapping[str, str]) -> bool:
-    """The `overlay` query parameter: true/false (also 1/0, yes/no); absent is false."""
-    value = query.get("overlay", "false").strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off", ""):
-        return False
-    raise InputError(f"query parameter 'overlay': {value!r} is not a boolean (true or false)")
-
-
 async def read_limited(request: Request, limit: int) -> bytes:
     """The whole request body, or `TooLarge` as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit)
+        raise TooLarge(too_large(int(declared), limit))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(size, limit)
+            raise TooLarge(too_large(size, limit))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -118,12 +108,5 @@ async def _parse_multipart(
     if image is None:
         raise InputError("multipart body has no image: put it in a file field named 'file'")
     if len(image) > max_bytes:
-        raise _too_large(len(image), max_bytes)
+        raise TooLarge(too_large(len(image), max_bytes))
     return image, fields
-
-
-def _too_large(size: int, limit: int) -> TooLarge:
-    return TooLarge(
-        f"upload of {size} bytes is over the limit of {limit} bytes "
-        "(DEFECTLENS_MAX_UPLOAD_BYTES); send a smaller image"
-    )
