@@ -121,27 +121,6 @@ class Trend:
     def target_met(self) -> bool:
         return self.change is not None and -self.change >= self.target
 
-    def sentence(self) -> str:
-        """`NG rate 3.1% vs 4.2% in the baseline, down 26% (95% CI 12% to 38%; target 20%)`."""
-        if self.rate is None or self.baseline_rate is None:
-            return "no parts in the period or the baseline: no comparison"
-        text = f"NG rate {self.rate:.1%} vs {self.baseline_rate:.1%} in the baseline"
-        if self.change is None:
-            return f"{text} (no NG in the baseline: no relative change)"
-        direction = "down" if self.change < 0 else "up"
-        text += f", {direction} {abs(self.change):.0%}"
-        if self.low is not None and self.high is not None:
-            text += (
-                f" (95% CI {_signed(self.low)} to {_signed(self.high)}; target -{self.target:.0%})"
-            )
-        else:
-            text += f" (target -{self.target:.0%})"
-        return text
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.0%}".replace("+0%", "0%").replace("-0%", "0%")
-
 
 def trend(current: Counts, baseline: Counts, target: float = 0.2) -> Trend:
     """`current` against `baseline`. The interval is that of the rate ratio's logarithm,

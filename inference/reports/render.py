@@ -62,11 +62,54 @@ TEXT: dict[str, dict[Lang, str]] = {
     "line": {"en": "Line", "zh": "产线"},
     "grain": {"en": "Periods", "zh": "周期"},
     "all": {"en": "all", "zh": "全部"},
+    "trend_none": {
+        "en": "no parts in the period or the baseline: no comparison",
+        "zh": "期间或基准期没有零件：无法比较",
+    },
+    "trend_rates": {
+        "en": "NG rate {rate} vs {baseline} in the baseline",
+        "zh": "不合格率 {rate}，基准期 {baseline}",
+    },
+    "trend_no_change": {
+        "en": " (no NG in the baseline: no relative change)",
+        "zh": "（基准期没有不合格：无相对变化）",
+    },
+    "trend_down": {"en": ", down {change}", "zh": "，下降 {change}"},
+    "trend_up": {"en": ", up {change}", "zh": "，上升 {change}"},
+    "trend_ci": {
+        "en": " (95% CI {low} to {high}; target -{target})",
+        "zh": "（95%置信区间 {low} 至 {high}；目标 -{target}）",
+    },
+    "trend_target": {"en": " (target -{target})", "zh": "（目标 -{target}）"},
 }
 
 
 def t(key: str, lang: Lang) -> str:
     return TEXT[key][lang]
+
+
+def trend_sentence(trend: Trend, lang: Lang = "en") -> str:
+    """The trend in words: `NG rate 3.1% vs 4.2% in the baseline, down 26% (95% CI -53% to
+    +16%; target -20%)`, or in Chinese `不合格率 3.1%，基准期 4.2%，下降 26%（...）`."""
+    if trend.rate is None or trend.baseline_rate is None:
+        return t("trend_none", lang)
+    text = t("trend_rates", lang).format(
+        rate=f"{trend.rate:.1%}", baseline=f"{trend.baseline_rate:.1%}"
+    )
+    if trend.change is None:
+        return text + t("trend_no_change", lang)
+    direction = "trend_down" if trend.change < 0 else "trend_up"
+    text += t(direction, lang).format(change=f"{abs(trend.change):.0%}")
+    target = f"{trend.target:.0%}"
+    if trend.low is not None and trend.high is not None:
+        return text + t("trend_ci", lang).format(
+            low=_signed(trend.low), high=_signed(trend.high), target=target
+        )
+    return text + t("trend_target", lang).format(target=target)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.0%}".replace("+0%", "0%").replace("-0%", "0%")
 
 
 def _pct(value: float | None) -> str:
@@ -229,7 +272,8 @@ def html_report(report: Report, lang: Lang = "en", form: str = "") -> str:
         f"{t('zone', lang)} {html.escape(report.timezone)} {html.escape(where)}</p>",
         form,
         f"<div class=cards>{cards}</div>",
-        f"<h2>{t('trend', lang)}</h2><p class={trend_class}>{html.escape(trend.sentence())}</p>",
+        f"<h2>{t('trend', lang)}</h2><p class={trend_class}>"
+        f"{html.escape(trend_sentence(trend, lang))}</p>",
         _trend_table([trend, *report.station_trends], lang),
     ]
     if report.total.parts == 0:
@@ -295,7 +339,7 @@ def write_pdf(report: Report, path: Path) -> None:
             f"NG rate {_pct(report.total.ng_rate)}   "
             f"first-pass yield {_pct(report.total.first_pass_yield)}",
             "",
-            report.trend.sentence(),
+            trend_sentence(report.trend),  # English: the PDF's font has no CJK glyphs
             "",
             "By station:",
             *(

@@ -13,7 +13,7 @@ from defectlens.inference.api.auth import Caller, Role
 from defectlens.inference.api.dependencies import Service, require
 from defectlens.inference.api.errors import Forbidden
 from defectlens.inference.reports.calendar import Grain
-from defectlens.inference.reports.render import Lang, filter_form, html_report
+from defectlens.inference.reports.render import Lang, filter_form, html_report, trend_sentence
 from defectlens.inference.reports.report import ReportRequest, build_report, last_days
 
 REPORTS: frozenset[Role] = frozenset({"manager", "qa"})
@@ -73,6 +73,6 @@ def report_data(service: Service, filters: Filters) -> dict[str, Any]:
         "to": report.request.last,
         "baseline": report.baseline,
         "timezone": report.timezone,
-        "trend": report.trend.sentence(),
+        "trend": trend_sentence(report.trend),
         "tables": report.tables(),
     }

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from defectlens.inference.reports.figures import Counts, p_chart, pareto, rate, trend
+from defectlens.inference.reports.render import trend_sentence
 
 
 def test_rates_of_a_group_and_of_no_parts() -> None:
@@ -67,15 +68,18 @@ def test_trend_against_the_baseline_with_its_interval() -> None:
     assert result.target_met and not result.significant  # 1000 parts are too few to tell
     # se = sqrt(1/31 - 1/1000 + 1/42 - 1/1000) = 0.23252, log(31/42) = -0.30368:
     # exp(-0.30368 -+ 1.95996 * 0.23252) - 1 = -53.2% and +16.4%
-    assert result.sentence() == (
+    assert trend_sentence(result) == (
         "NG rate 3.1% vs 4.2% in the baseline, down 26% (95% CI -53% to +16%; target -20%)"
+    )
+    assert trend_sentence(result, "zh") == (
+        "不合格率 3.1%，基准期 4.2%，下降 26%（95%置信区间 -53% 至 +16%；目标 -20%）"
     )
     big = trend(Counts("all", 100_000, 3100, 0, 0), Counts("all", 100_000, 4200, 0, 0))
     assert big.significant and big.high is not None and big.high < -0.2
 
 
 @pytest.mark.parametrize(
-    ("current", "baseline", "change", "has_interval", "sentence"),
+    ("current", "baseline", "change", "has_interval", "english", "chinese"),
     [
         (
             Counts("x", 0, 0, 0, 0),
@@ -83,6 +87,7 @@ def test_trend_against_the_baseline_with_its_interval() -> None:
             None,
             False,
             "no parts in the period or the baseline: no comparison",
+            "期间或基准期没有零件：无法比较",
         ),
         (
             Counts("x", 10, 1, 0, 0),
@@ -90,6 +95,7 @@ def test_trend_against_the_baseline_with_its_interval() -> None:
             None,
             False,
             "NG rate 10.0% vs 0.0% in the baseline (no NG in the baseline: no relative change)",
+            "不合格率 10.0%，基准期 0.0%（基准期没有不合格：无相对变化）",
         ),
         (
             Counts("x", 10, 0, 0, 0),
@@ -97,6 +103,7 @@ def test_trend_against_the_baseline_with_its_interval() -> None:
             -1.0,
             False,
             "NG rate 0.0% vs 20.0% in the baseline, down 100% (target -20%)",
+            "不合格率 0.0%，基准期 20.0%，下降 100%（目标 -20%）",
         ),
         # 60/1000 against 40/1000: +50%; se = sqrt(1/60 - 1/1000 + 1/40 - 1/1000) = 0.19917,
         # exp(log 1.5 -+ 1.95996 * 0.19917) - 1 = +1.5% and +121.6%
@@ -106,13 +113,20 @@ def test_trend_against_the_baseline_with_its_interval() -> None:
             pytest.approx(0.5),
             True,
             "NG rate 6.0% vs 4.0% in the baseline, up 50% (95% CI +2% to +122%; target -20%)",
+            "不合格率 6.0%，基准期 4.0%，上升 50%（95%置信区间 +2% 至 +122%；目标 -20%）",
         ),
     ],
 )
 def test_trend_in_words(
-    current: Counts, baseline: Counts, change: object, has_interval: bool, sentence: str
+    current: Counts,
+    baseline: Counts,
+    change: object,
+    has_interval: bool,
+    english: str,
+    chinese: str,
 ) -> None:
     result = trend(current, baseline)
     assert result.change == change
     assert (result.low is not None) == has_interval
-    assert result.sentence() == sentence
+    assert trend_sentence(result) == english
+    assert trend_sentence(result, "zh") == chinese

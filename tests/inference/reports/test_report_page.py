@@ -56,6 +56,8 @@ def test_roles_filters_and_languages(client: tuple[TestClient, dict[str, str]]) 
     assert "Defect-rate report" in page.text and "<svg" in page.text and "<form" in page.text
     chinese = http.get("/reports", params={**WEEK, "lang": "zh"}, headers=manager)
     assert "缺陷率报告" in chinese.text and 'lang="zh-CN"' in chinese.text
+    assert "不合格率 " in chinese.text and "基准期 " in chinese.text
+    assert "in the baseline" not in chinese.text  # the trend sentence is translated too
     data = http.get("/v1/reports", params={**WEEK, "station": "S1"}, headers=manager).json()
     assert data["tables"]["summary"][0]["parts"] == 7 * 12 * 4
     assert data["trend"].startswith("NG rate")
