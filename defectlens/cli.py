@@ -279,7 +279,7 @@ def _add_recipe_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """serve, models, keys: the inspection service's commands live beside the service."""
+    """The inspection service's commands (serve, models, keys, ...) live beside the service."""
     from defectlens.inference.commands import add_commands
 
     add_commands(commands)

@@ -1,4 +1,5 @@
-"""The service's commands: `defectlens serve`, `defectlens models ...`, `defectlens keys ...`.
+"""The service's commands: `defectlens serve`, `models`, `keys`, `backup`, `restore`,
+`deliveries` and `report`.
 
 `defectlens.cli` calls `add_commands`; each handler opens the store from the settings
 (`DEFECTLENS_HOME`, `DEFECTLENS_DATABASE_URL`) and calls one store or service function.
@@ -19,7 +20,7 @@ ROLE_CHOICES = ("line", "qa", "manager", "admin")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `serve`, `models` and `keys` to the `defectlens` command."""
+    """Add the service's commands to the `defectlens` command."""
     serve = commands.add_parser(
         "serve",
         help="run the inspection service (HTTP API, OpenAPI docs at /docs)",
@@ -124,7 +125,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "list", help="deliveries newest first, with their tries and last error"
     )
     listing.add_argument("--state", choices=("pending", "delivered", "dead"), default="dead")
-    listing.add_argument("--sink", help="only this sink (webhook, mqtt)")
+    listing.add_argument("--sink", help="only this sink (webhook, mqtt, opcua)")
     listing.add_argument("--station", help="only this station")
     listing.add_argument("--limit", type=int, default=100)
     listing.set_defaults(handler=_deliveries_list)

@@ -131,8 +131,9 @@ with its station (and line, product, serial, camera, capture time); the answer i
 stored result: verdict, score, threshold, defect boxes, model version, timings.
 
 **Keys and roles.** Send an API key as `X-API-Key` or `Authorization: Bearer`.
-`line`: inspect, read results. `qa`: also create stations, promote and roll back models.
-`manager`: read results, stations and models. `admin`: everything. A key may be limited to
+`line`: inspect, read results. `qa`: also create stations, promote and roll back models,
+read and re-send deliveries to the MES, read reports.
+`manager`: read results, stations, models and reports. `admin`: everything. A key may be limited to
 some stations and may expire. No key: 401; a role that may not call a route: 403.
 `/healthz`, `/readyz` and `/metrics` need no key.
 

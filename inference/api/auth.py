@@ -1,8 +1,9 @@
 """Who is calling: the API key from `X-API-Key` or `Authorization: Bearer`, and its role.
 
-Roles (issue 3): `line` inspects; `qa` labels, trains and promotes; `manager` reads results
-and reports; `admin` may do everything. No key or an unknown or revoked key: 401; a valid
-key whose role may not call the route: 403. Verified keys are remembered for a few seconds
+Roles: `line` inspects; `qa` also creates stations, promotes and rolls back models, and
+re-sends deliveries; `manager` reads results and reports; `admin` may do everything. No key
+or an unknown, revoked or expired key: 401; a valid key whose role (or station scope) may
+not call the route: 403. Verified keys are remembered for a few seconds
 (`key_cache_s`) so the per-part path does not ask the database every time.
 """
 

@@ -1,1 +1,2 @@
-"""The HTTP routes, one module per resource: inspect, results, models (and stations), health."""
+"""The HTTP routes, one module per resource: inspect, results, models (and stations),
+deliveries, reports, health."""
