@@ -91,6 +91,8 @@ class StationRunner:
         self._last_error: str | None = None
         self._last_error_at: datetime | None = None
         self._warnings: list[str] = []
+        self._waiting: str | None = None
+        """Why the hot folder waits for a model (logged once, not on every poll)."""
         self.plc: str | None = None
         """Set by the PLC link that triggers this station."""
         source = config.source
@@ -261,7 +263,8 @@ class StationRunner:
         try:
             inspected = inspect_part(self.service, data, metadata)
         except (StationNotServed, NotFound) as error:
-            self._failed(f"{part.path.name} waits: {error}")
+            before, self._waiting = self._waiting, str(error)
+            self._failed(f"{part.path.name} waits: {error}", quiet=before == self._waiting)
             return False
         except InputError as error:  # this file cannot be inspected: failed/ with the reason
             moved = folder.finish(part, "failed", reason=str(error))
@@ -272,6 +275,13 @@ class StationRunner:
             return False
         folder.finish(part, "done")
         self._record(LineAnswer(inspected.result))
+        if self._waiting is not None:
+            self._waiting = None
+            log.info(
+                "station %s: hot folder inspects again",
+                self.config.id,
+                extra={"station": self.config.id},
+            )
         return True
 
     def _drain(self) -> None:
@@ -297,8 +307,13 @@ class StationRunner:
                 self._recent.popleft()
             self._last_part_at = datetime.now(UTC)
 
-    def _failed(self, message: str) -> None:
-        log.warning("station %s: %s", self.config.id, message, extra={"station": self.config.id})
+    def _failed(self, message: str, quiet: bool = False) -> None:
+        """Report `message` as the station's last error; `quiet` when it repeats a state
+        already logged."""
+        if not quiet:
+            log.warning(
+                "station %s: %s", self.config.id, message, extra={"station": self.config.id}
+            )
         with self._lock:
             self._last_error, self._last_error_at = message, datetime.now(UTC)
 
@@ -339,14 +354,16 @@ class LineRunner:
     def start(self) -> None:
         for station in self.config.stations:
             self.service.store.ensure_station(station.id, line=station.line)
-        for runner in self.stations.values():
-            runner.start()
         if any(s.plc is not None for s in self.config.stations):
             from defectlens.inference.line.modbus import ModbusPlcServer
 
+            # Before the stations: a server that cannot listen (port taken) fails the start
+            # with no station thread left running behind it.
             server = ModbusPlcServer(self.config.modbus, list(self.stations.values()))
             server.start()
             self.links.append(server)
+        for runner in self.stations.values():
+            runner.start()
 
     def stop(self) -> None:
         for link in self.links:
