@@ -81,6 +81,13 @@ TEXT: dict[str, dict[Lang, str]] = {
         "zh": "（95%置信区间 {low} 至 {high}；目标 -{target}）",
     },
     "trend_target": {"en": " (target -{target})", "zh": "（目标 -{target}）"},
+    "share_hint": {
+        "en": "This page's address, with the filters above, is a link to share. It opens only "
+        "with a reports key in the X-API-Key header: in a browser, through the plant's "
+        "reverse proxy that adds it (the key never goes in the address).",
+        "zh": "本页地址（含上方筛选条件）即可分享的链接。打开它需要在 X-API-Key 请求头中"
+        "提供报告密钥：浏览器请经由工厂添加该请求头的反向代理访问（密钥不放在地址中）。",
+    },
 }
 
 
@@ -368,7 +375,8 @@ def write_pdf(report: Report, path: Path) -> None:
 
 
 def filter_form(request: ReportRequest, lang: Lang, action: str = "/reports") -> str:
-    """The reports page's filters: a plain GET form, so a filtered page is a link to share."""
+    """The reports page's filters: a plain GET form, so a filtered page is a link to share,
+    and a hint that the link needs the key (a browser sends it through a reverse proxy)."""
 
     def field(name: str, label: str, value: object, kind: str = "text") -> str:
         shown = "" if value is None else html.escape(str(value))
@@ -391,4 +399,5 @@ def filter_form(request: ReportRequest, lang: Lang, action: str = "/reports") ->
         + f'<label>{t("grain", lang)} <select name="grain">{grains}</select></label>'
         + f'<label><select name="lang">{langs}</select></label>'
         + f'<button type="submit">{t("filters", lang)}</button></form>'
+        + f"<p class=muted>{t('share_hint', lang)}</p>"
     )
