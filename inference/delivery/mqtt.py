@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,10 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from defectlens.errors import InputError
-from defectlens.inference.delivery.sink import DeliveryFailed, Sink
+from defectlens.inference.delivery.sink import DeliveryFailed, RecentIds, Sink
 
 TOPIC_PREFIX = "defectlens"
 _NOT_IN_TOPICS = str.maketrans({"/": "_", "+": "_", "#": "_"})
-_SEEN_PER_STATION = 10_000
 """Result ids remembered per station, so a result sent again is not counted twice."""
 
 
@@ -58,7 +56,7 @@ class MqttSink(Sink):
         self.url = url
         self.timeout_s = timeout_s
         self._counts: dict[str, dict[str, int]] = {}
-        self._seen: dict[str, deque[str]] = {}
+        self._seen: dict[str, RecentIds] = {}
         self._since = datetime.now(UTC).isoformat()
         self._lock = threading.Lock()
         self.client = mqtt.Client(
@@ -87,11 +85,9 @@ class MqttSink(Sink):
         result_id = str(payload["result_id"])
         with self._lock:
             counts = self._counts.setdefault(station, {"OK": 0, "NG": 0})
-            seen = self._seen.setdefault(station, deque(maxlen=_SEEN_PER_STATION))
             # A re-send (the status unacknowledged, or rows sent again after a crash) publishes
             # the status again without counting the part twice.
-            if result_id not in seen:
-                seen.append(result_id)
+            if self._seen.setdefault(station, RecentIds()).add(result_id):
                 counts[str(payload["verdict"])] = counts.get(str(payload["verdict"]), 0) + 1
             counts = dict(counts)
         return {

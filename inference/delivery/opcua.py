@@ -18,7 +18,6 @@ import hmac
 import json
 import logging
 import threading
-from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
 from defectlens.errors import InputError
-from defectlens.inference.delivery.sink import DeliveryFailed, Sink
+from defectlens.inference.delivery.sink import DeliveryFailed, RecentIds, Sink
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,6 @@ NAMESPACE_URI = "urn:defectlens:results"
 RESULT_STATE_COMPLETED = 1
 """OPC 40100 ResultStateDataType: 1 = Completed (processing carried out correctly); the
 verdict is in `Verdict` (and `ResultContent`), not in the state."""
-_SEEN_PER_STATION = 10_000
 """Result ids remembered per station, so a result sent again is not counted twice."""
 
 Value = tuple[Any, ua.VariantType]
@@ -128,7 +126,7 @@ class _Station:
     nodes: dict[str, Node]
     counts: dict[str, int] = field(default_factory=lambda: {"OK": 0, "NG": 0})
     last_id: str = ""
-    seen: deque[str] = field(default_factory=lambda: deque(maxlen=_SEEN_PER_STATION))
+    seen: RecentIds = field(default_factory=RecentIds)
 
 
 class OpcUaSink(Sink):
@@ -240,7 +238,7 @@ class OpcUaSink(Sink):
             await self._set(station, "Line", payload.get("line"))
             for path, value in result_values(payload).items():
                 await self._set(station, f"Result/{path}", value)
-        station.seen.append(result_id)
+        station.seen.add(result_id)
         station.counts = counts
         if latest:
             station.last_id = result_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import Any
 
 from defectlens.errors import DefectLensError
@@ -31,3 +32,26 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027  (a sink without connections has nothing to close)
         """Release connections; the worker calls it when it stops."""
+
+
+class RecentIds:
+    """The last `size` result ids a sink has counted: delivery is at least once, so a result
+    sent again (an unacknowledged send, rows sent again after a crash) is not counted twice."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+        self._size = size
+
+    def __contains__(self, result_id: object) -> bool:
+        return result_id in self._ids
+
+    def add(self, result_id: str) -> bool:
+        """Remember `result_id`; False if it was remembered already."""
+        if result_id in self._ids:
+            return False
+        self._order.append(result_id)
+        self._ids.add(result_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        return True
