@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from defectlens.errors import DefectLensError
-from defectlens.inference.delivery.payload import payload_of
 from defectlens.inference.service.core import InspectionService
-from defectlens.inference.service.deliveries import sink_names
-from defectlens.inference.service.inspection import Attempt, PartMetadata, inspect_part
+from defectlens.inference.service.inspection import (
+    Attempt,
+    PartMetadata,
+    inspect_part,
+    store_result,
+)
 from defectlens.inference.store import DuplicatePart, new_result_id
 from defectlens.logs import submit_with_context
 from defectlens.prediction import Defect, ModelRef, Timings, Verdict
@@ -107,27 +110,13 @@ def store_fail_safe(
         ],
         timings_ms=Timings(),
         model=model,
-        station=metadata.station,
-        line=metadata.line,
-        product=metadata.product,
-        serial=metadata.serial,
-        camera=metadata.camera,
-        captured_at=metadata.captured_at,
         received_at=received_at,
+        **metadata.result_fields(),
     )
-    sinks = sink_names(service.settings, metadata.station)
     try:
-        service.store.save_result(
-            result,
-            sinks=sinks,
-            idempotency_key=metadata.idempotency_key,
-            payload=payload_of(result) if sinks else None,
-        )
+        store_result(service, result, idempotency_key=metadata.idempotency_key)
     except DuplicatePart as duplicate:
         return duplicate.existing
-    if service.delivery is not None:
-        service.delivery.notify()
-    service.metrics.verdicts.labels(metadata.station, verdict).inc()
     log.warning(
         "fail-safe %s for %s: %s",
         verdict,

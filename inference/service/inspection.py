@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -73,6 +73,12 @@ class PartMetadata(BaseModel):
         description="the client's key for this part: a retry with the same key and station "
         "gets the stored result back instead of a second one",
     )
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields of an `InspectionResult` that describe the part."""
+        return self.model_dump(
+            include={"station", "line", "product", "serial", "camera", "captured_at"}
+        )
 
     @field_validator("captured_at")
     @classmethod
@@ -196,26 +202,14 @@ def _inspect(
             defects=prediction.defects,
             timings_ms=prediction.timings_ms,
             model=prediction.model,
-            station=metadata.station,
-            line=metadata.line,
-            product=metadata.product,
-            serial=metadata.serial,
-            camera=metadata.camera,
-            captured_at=metadata.captured_at,
             received_at=received_at,
+            **metadata.result_fields(),
             image_url=f"/v1/results/{result_id}/image" if keep else None,
             heatmap_url=f"/v1/results/{result_id}/heatmap" if keep else None,
         )
         if attempt is not None:
             attempt.begin_store()
-        sinks = sink_names(settings, metadata.station)
-        service.store.save_result(
-            result,
-            images,
-            sinks=sinks,
-            idempotency_key=metadata.idempotency_key,
-            payload=payload_of(result) if sinks else None,
-        )
+        store_result(service, result, images, metadata.idempotency_key)
     except DuplicatePart as duplicate:  # a retry with the same key was stored meanwhile
         _remove(written)
         return Inspected(duplicate.existing, replayed=True)
@@ -231,10 +225,7 @@ def _inspect(
     except BaseException:
         _remove(written)
         raise
-    if service.delivery is not None:
-        service.delivery.notify()
     metrics = service.metrics
-    metrics.verdicts.labels(metadata.station, result.verdict).inc()
     metrics.model_time.labels(metadata.station).observe(prediction.timings_ms.model / 1e3)
     metrics.inspection_time.labels(metadata.station).observe(time.perf_counter() - started)
     log.debug(
@@ -245,6 +236,28 @@ def _inspect(
         extra={"station": metadata.station, "serial": metadata.serial, "result_id": result_id},
     )
     return Inspected(result)
+
+
+def store_result(
+    service: InspectionService,
+    result: InspectionResult,
+    images: list[StoredImage] | tuple[()] = (),
+    idempotency_key: str | None = None,
+) -> None:
+    """Store a result with its image rows and one outbox row per sink of its station, in
+    one transaction, then wake the delivery worker and count the verdict. Raises
+    `DuplicatePart` (with the stored result) when the idempotency key is taken."""
+    sinks = sink_names(service.settings, result.station)
+    service.store.save_result(
+        result,
+        images,
+        sinks=sinks,
+        idempotency_key=idempotency_key,
+        payload=payload_of(result) if sinks else None,
+    )
+    if service.delivery is not None:
+        service.delivery.notify()
+    service.metrics.verdicts.labels(result.station, result.verdict).inc()
 
 
 def free_disk_bytes(folder: Path) -> int:
