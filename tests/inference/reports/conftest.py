@@ -4,7 +4,7 @@ and `seed` to insert results with chosen times, verdicts, serials and defect cla
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,42 +12,24 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for pg_server
-from pg_server import PostgresServer, postgres_server  # noqa: F401  (the session fixture)
-from sqlalchemy import insert, text
+import pg_server
+from sqlalchemy import insert
 
-from defectlens.inference.store import Database, new_result_id, open_database, upgrade
+from defectlens.inference.store import Database, new_result_id
 from defectlens.inference.store.tables import (
-    Base,
     LabelRow,
     ResultDefectRow,
     ResultRow,
     StationRow,
 )
 
-
-@pytest.fixture(scope="session")
-def postgres_reports_url(request: pytest.FixtureRequest) -> str:
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    url = server.create_database("report_tests")
-    upgrade(url)
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An open, migrated, empty store database, once per backend."""
-    if request.param == "sqlite":
-        database = open_database(f"sqlite:///{tmp_path / 'store.db'}")
-    else:
-        database = open_database(request.getfixturevalue("postgres_reports_url"))
-        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-        with database.write() as session:
-            session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    yield database
-    database.close()
-
-
 Seed = Callable[..., str]
+
+
+# The store fixtures every store test uses, from tests/pg_server.py.
+postgres_server = pg_server.postgres_server
+postgres_store_url = pg_server.postgres_store_url
+db = pg_server.db
 
 
 @pytest.fixture
