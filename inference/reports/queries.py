@@ -66,7 +66,11 @@ class Scope:
 
 def _first_inspection() -> ColumnElement[int]:
     """1 for a part's first inspection at its station: no earlier result (ids are
-    time-ordered) with the same serial there; a result without serial is its own part."""
+    time-ordered) with the same serial there; a result without serial is its own part.
+
+    One seek in ix_results_station_serial_result_id per result. Without it SQLite (which
+    has no statistics, the service never runs ANALYZE) walked a station's results for each
+    result: a 30-day total of 200,000 results took over a minute (docs/reports.md)."""
     earlier = aliased(ResultRow)
     seen_before = exists().where(
         earlier.serial == ResultRow.serial,

@@ -155,6 +155,7 @@ class ResultRow(Base):
         CheckConstraint("verdict IN ('OK', 'NG')", name="verdict"),
         Index("ix_results_station_received_at", "station", "received_at"),
         Index("ix_results_serial", "serial"),
+        Index("ix_results_station_serial_result_id", "station", "serial", "result_id"),
         Index("ix_results_verdict", "verdict"),
         Index("ix_results_received_at", "received_at"),
         Index("uq_results_station_idempotency_key", "station", "idempotency_key", unique=True),
@@ -233,6 +234,7 @@ class LabelRow(Base):
     """A QA engineer's label on a result; a correction is a new row pointing at the old one."""
 
     __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_overrides_label_id", "overrides_label_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     result_id: Mapped[str] = mapped_column(ForeignKey("results.result_id"), index=True)
