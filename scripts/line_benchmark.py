@@ -15,7 +15,9 @@ stored with the verdict the PLC saw. Exit status 1 on a lost part or an answered
 stored as answered.
 
 The PLCs share the machine's cores with the service, and poll STATUS every `--poll-ms`
-(the resolution of the trigger-to-answer figures), as a PLC scan would.
+(the resolution of the trigger-to-answer figures), as a PLC scan would. After their warm-up
+parts they start together, so the stations trigger in the same moment (the worst case for
+queueing), or with `--spread` evenly offset over a part's period.
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=24, help="distinct part images")
     parser.add_argument("--warmup", type=int, default=3, help="parts per station not counted")
     parser.add_argument("--poll-ms", type=float, default=2.0, help="the PLC's STATUS poll")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="spread the stations' triggers evenly over a part's period (default: all stations "
+        "trigger together, the worst case for queueing)",
+    )
     args = parser.parse_args()
     if args.stations < 1 or args.rate <= 0 or args.seconds <= 0:
         parser.error("--stations, --rate and --seconds must be positive")
@@ -122,16 +130,22 @@ def main() -> int:
                 f"model {card.name} {card.version}: {card.input.height} px, {args.threads} "
                 f"threads; {args.stations} stations at {args.rate:g} parts/s for "
                 f"{args.seconds:g} s, deadline {args.deadline_ms:g} ms, PLC poll "
-                f"{args.poll_ms:g} ms, {args.warmup} warm-up parts per station not counted",
+                f"{args.poll_ms:g} ms, {args.warmup} warm-up parts per station not counted, "
+                f"triggers {'spread over the period' if args.spread else 'in phase'}",
                 flush=True,
             )
             runs = [
                 StationRun(station, FIRST_ADDRESS + index * MODBUS_BLOCK)
                 for index, station in enumerate(stations)
             ]
+            start = Start(args.stations)
             plcs = [
-                threading.Thread(target=act_as_plc, args=(one, modbus_port, args), daemon=True)
-                for one in runs
+                threading.Thread(
+                    target=act_as_plc,
+                    args=(one, modbus_port, args, start, index / args.stations / args.rate),
+                    daemon=True,
+                )
+                for index, one in enumerate(runs)
             ]
             for plc in plcs:
                 plc.start()
@@ -165,20 +179,38 @@ def write_stations(
     return path
 
 
-def act_as_plc(one: StationRun, port: int, args: argparse.Namespace) -> None:
-    """One station's PLC: warm-up parts, then a part every 1/rate s for `seconds`."""
+class Start:
+    """One moment every PLC counts its parts from, once they have all done their warm-up."""
+
+    def __init__(self, stations: int) -> None:
+        self.at = 0.0
+        self.barrier = threading.Barrier(stations, action=self._set)
+
+    def _set(self) -> None:
+        self.at = time.monotonic() + 0.1
+
+    def wait(self) -> float:
+        self.barrier.wait()
+        return self.at
+
+
+def act_as_plc(
+    one: StationRun, port: int, args: argparse.Namespace, common: Start, offset_s: float
+) -> None:
+    """One station's PLC: warm-up parts, then from the common start (plus `offset_s` with
+    `--spread`) a part every 1/rate s for `seconds`."""
     # A PLC gives up on an answer after a while and diverts the part; here well past any
     # late answer, so that a part counted lost was never answered.
     give_up_s = max(5.0, 10 * args.deadline_ms / 1000)
     poll_s = args.poll_ms / 1000
     with ModbusTcpClient("127.0.0.1", port=port, timeout=give_up_s) as client:
         plc = Plc(client, one.address, poll_s, give_up_s)
-        counter = plc.read()[modbus.COUNTER]
         try:
+            counter = plc.read()[modbus.COUNTER]
             for index in range(args.warmup):
                 counter = plc.cycle(f"W-{one.station}-{index}", counter)[0]
             count = round(args.seconds * args.rate)
-            start = time.monotonic()
+            start = common.wait() + (offset_s if args.spread else 0.0)
             one.first_trigger = start
             one.scheduled_s = count / args.rate
             for index in range(count):
@@ -197,8 +229,9 @@ def act_as_plc(one: StationRun, port: int, args: argparse.Namespace) -> None:
                     one.deadline_misses += answer[modbus.DEFECT_CODE] == modbus.CODE_DEADLINE
                 elif elapsed_ms > args.deadline_ms:
                     one.late += 1
-        except (OSError, TimeoutError, RuntimeError) as error:
-            one.error = str(error)
+        except (OSError, TimeoutError, RuntimeError) as error:  # BrokenBarrierError included
+            one.error = str(error) or type(error).__name__
+            common.barrier.abort()  # the other PLCs stop waiting for this one
 
 
 class Plc:
