@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for pg_server
 import pg_server
+from report_seed import Seed
 from sqlalchemy import insert
 
 from defectlens.inference.store import Database, new_result_id
@@ -22,9 +23,6 @@ from defectlens.inference.store.tables import (
     ResultRow,
     StationRow,
 )
-
-Seed = Callable[..., str]
-
 
 # The store fixtures every store test uses, from tests/pg_server.py.
 postgres_server = pg_server.postgres_server

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Seed
+from report_seed import Seed
 
 from defectlens.cli import main
 from defectlens.inference.reports.render import html_report

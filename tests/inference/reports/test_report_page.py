@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import Seed
 from fastapi.testclient import TestClient
+from report_seed import Seed
 from test_report_outputs import seed_fortnight
 
 from defectlens.inference.api.app import create_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from conftest import Seed
+from report_seed import Seed
 
 from defectlens.inference.reports import queries
 from defectlens.inference.reports.calendar import (
