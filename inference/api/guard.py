@@ -13,7 +13,6 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from defectlens.errors import TooLarge
 from defectlens.inference.api.auth import key_from_headers
 from defectlens.inference.api.docs import ASSETS_PATH
 from defectlens.inference.service import ServiceSettings
@@ -68,7 +67,7 @@ class RequestGuard:
             await _answer(send, 413, too_large(int(declared), limit))
             return
         if path == INSPECT_PATH:  # the route streams its image and stops at its own limit
-            await self.app(scope, _limited(receive, limit), send)
+            await self.app(scope, receive, send)
             return
         # FastAPI turns any error while it reads a body into a 400, so a body sent without
         # Content-Length (or longer than it said) is read here, within the small limit of
@@ -97,23 +96,6 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return pending.pop(0) if pending else await receive()
 
     return replaying
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """`receive` that raises `TooLarge` once the body passes `limit` bytes (a body sent
-    without Content-Length, or longer than it said); the route's error handler answers 413."""
-    size = 0
-
-    async def counting() -> Message:
-        nonlocal size
-        message = await receive()
-        if message["type"] == "http.request":
-            size += len(message.get("body", b""))
-            if size > limit:
-                raise TooLarge(too_large(size, limit))
-        return message
-
-    return counting
 
 
 def too_large(size: int, limit: int) -> str:
