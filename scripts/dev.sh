@@ -74,12 +74,14 @@ setup_python() {
 typecheck_tree() {
   # mypy and import-linter read packages from folders; the client's layout maps top-level
   # folders to subpackages, so give them a folder view of `defectlens` made of symlinks.
+  # Links are renewed in place, never the folder removed, so two checks at once both see it.
   local view=$ROOT/build/pkgview
-  rm -rf "$view" && mkdir -p "$view/defectlens"
-  for entry in "$ROOT"/defectlens/*; do ln -s "$entry" "$view/defectlens/"; done
+  mkdir -p "$view/defectlens"
+  for entry in "$ROOT"/defectlens/*; do ln -sfn "$entry" "$view/defectlens/"; done
   for sub in datasets models train inference configs; do
-    ln -s "$ROOT/$sub" "$view/defectlens/$sub"
+    ln -sfn "$ROOT/$sub" "$view/defectlens/$sub"
   done
+  find "$view/defectlens" -maxdepth 1 -xtype l -delete  # links to files since removed
   echo "$view"
 }
 
