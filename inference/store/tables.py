@@ -230,19 +230,98 @@ class ImageRow(Base):
     database each apply retention to their own images only."""
 
 
+class LabelClassRow(Base):
+    """A defect class the label store knows (name, optional code the PLC receives)."""
+
+    __tablename__ = "label_classes"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    plc_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class SampleRow(Base):
+    """One image known to the label store: a production result's retained image
+    (`result_id`) or an imported file kept content-addressed under `<home>/labels/`."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        CheckConstraint("split IN ('train', 'val', 'test')", name="split"),
+        Index("uq_samples_result_id", "result_id", unique=True),
+        # An imported file is one sample however often it is imported.
+        Index(
+            "uq_samples_sha256_imported",
+            "sha256",
+            unique=True,
+            sqlite_where=text("result_id IS NULL"),
+            postgresql_where=text("result_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    """Of the image's bytes; None for a result's image not yet read."""
+    path: Mapped[str | None] = mapped_column(Text)
+    """An imported image: relative to `<home>/labels/`; a result's image: None (its image row
+    says where it is)."""
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    result_id: Mapped[str | None] = mapped_column(ForeignKey("results.result_id"))
+    reference_sha256: Mapped[str | None] = mapped_column(String(64))
+    reference_path: Mapped[str | None] = mapped_column(Text)
+    """The golden template to compare against (aligned inspection), relative to
+    `<home>/labels/`."""
+    split: Mapped[str | None] = mapped_column(String(8))
+    """A split the sample must go to when a dataset is frozen; None: chosen then."""
+    source: Mapped[str | None] = mapped_column(String(128))
+    """Where it came from: the import's name, or the result's station."""
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
 class LabelRow(Base):
-    """A QA engineer's label on a result; a correction is a new row pointing at the old one."""
+    """A QA engineer's label (annotation) on a sample: the verdict, a main defect class and
+    its regions. A correction is a new row pointing at the old one; the history is kept."""
 
     __tablename__ = "labels"
     __table_args__ = (Index("ix_labels_overrides_label_id", "overrides_label_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    result_id: Mapped[str] = mapped_column(ForeignKey("results.result_id"), index=True)
+    result_id: Mapped[str | None] = mapped_column(ForeignKey("results.result_id"), index=True)
+    """The labelled sample's result, if it is a production image (reports read these)."""
     label: Mapped[str] = mapped_column(String(16))
     defect_class: Mapped[str | None] = mapped_column(String(64))
     author: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     overrides_label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"))
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id"), index=True)
+    overrides_model: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    """The label disagrees with the model's verdict or defect classes on the result."""
+
+    regions: Mapped[list[LabelRegionRow]] = relationship(
+        order_by="LabelRegionRow.id", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class LabelRegionRow(Base):
+    """One labelled defect region: class, box in image pixels, optional polygon or mask."""
+
+    __tablename__ = "label_regions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
+    class_: Mapped[str] = mapped_column("class", String(64))
+    x0: Mapped[float] = mapped_column(Float)
+    y0: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    polygon: Mapped[list[list[float]] | None] = mapped_column(JSON(none_as_null=True))
+    """Points [[x, y], ...] in image pixels."""
+    mask_sha256: Mapped[str | None] = mapped_column(String(64))
+    """A PNG mask (nonzero: the region) under `<home>/labels/masks/<sha256>.png`."""
 
 
 class DatasetVersionRow(Base):

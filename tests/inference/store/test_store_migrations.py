@@ -21,6 +21,7 @@ from defectlens.inference.store.tables import Base
 TABLES = {
     "stations", "model_versions", "deployments", "results", "result_defects", "images",
     "labels", "dataset_versions", "training_jobs", "api_keys", "audit_log", "outbox",
+    "samples", "label_classes", "label_regions",
 }  # fmt: skip
 
 
