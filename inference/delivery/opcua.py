@@ -203,6 +203,12 @@ class OpcUaSink(Sink):
         )
         await server.start()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop: the line's PLC handshake (`line/opcua.py`) shares this
+        server and adds its nodes and answers on this loop."""
+        return self._loop
+
     def _call(self, coroutine: Any, timeout_s: float | None = None) -> Any:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:

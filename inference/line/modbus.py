@@ -21,9 +21,10 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from defectlens.errors import InputError
+from defectlens.inference.line.handshake import plc_answer
 from defectlens.inference.line.parts import LineAnswer
 from defectlens.inference.line.runner import StationRunner
-from defectlens.inference.line.stations import MODBUS_BLOCK, ModbusServerConfig
+from defectlens.inference.line.stations import MODBUS_BLOCK, ModbusLink, ModbusServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,8 @@ TRIGGER, STATUS, VERDICT, DEFECT_CODE, COUNTER, ACK, SCORE, ELAPSED_MS = range(8
 SERIAL, SERIAL_REGISTERS = 8, 8  # 16 ASCII characters, two per register, high byte first
 # STATUS bits
 READY, BUSY, RESULT_READY, ERROR, FAIL_SAFE = 1, 2, 4, 8, 16
-# VERDICT values
+# VERDICT values (DEFECT CODE values: `handshake.py`)
 NO_VERDICT, OK, NG = 0, 1, 2
-# DEFECT_CODE values
-NO_DEFECT, DEFECT, CODE_DEADLINE, CODE_SOURCE, CODE_ERROR = 0, 1, 100, 101, 102
-_FAIL_SAFE_CODES = {"deadline": CODE_DEADLINE, "source": CODE_SOURCE, "error": CODE_ERROR}
 _WRITE_CODES = {6, 16, 23}
 
 
@@ -70,7 +68,9 @@ class ModbusPlcServer:
     def __init__(self, config: ModbusServerConfig, runners: list[StationRunner]) -> None:
         self.config = config
         self.blocks = [
-            _StationBlock(r, r.config.plc.address) for r in runners if r.config.plc is not None
+            _StationBlock(r, r.config.plc.address)
+            for r in runners
+            if isinstance(r.config.plc, ModbusLink)
         ]
         size = max(b.base for b in self.blocks) + MODBUS_BLOCK
         self._registers: list[int] | None = None
@@ -193,23 +193,13 @@ class ModbusPlcServer:
         base = block.base
         block.counter = (block.counter + 1) & 0xFFFF
         elapsed = int((time.perf_counter() - block.triggered_at) * 1000)
-        status = RESULT_READY
-        try:
-            answer = done.result()
-        except BaseException as error:  # no stored result: the PLC sees ERROR, no verdict
-            log.error("station %s: trigger not answered: %s", block.runner.config.id, error)
-            registers[base + VERDICT] = NO_VERDICT
-            registers[base + DEFECT_CODE] = CODE_ERROR
-            status |= ERROR
-        else:
-            result = answer.result
-            registers[base + VERDICT] = OK if result.verdict == "OK" else NG
-            if answer.fail_safe is not None:
-                registers[base + DEFECT_CODE] = _FAIL_SAFE_CODES[answer.fail_safe]
-                status |= FAIL_SAFE
-            else:
-                registers[base + DEFECT_CODE] = DEFECT if result.defects else NO_DEFECT
-            registers[base + SCORE] = max(0, min(65535, round(result.score * 1000)))
+        answer = plc_answer(block.runner.config.id, done)
+        status = (
+            RESULT_READY | (ERROR if answer.error else 0) | (FAIL_SAFE if answer.fail_safe else 0)
+        )
+        registers[base + VERDICT] = {None: NO_VERDICT, "OK": OK, "NG": NG}[answer.verdict]
+        registers[base + DEFECT_CODE] = answer.defect_code
+        registers[base + SCORE] = max(0, min(65535, round(answer.score * 1000)))
         registers[base + ELAPSED_MS] = min(65535, elapsed)
         registers[base + COUNTER] = block.counter
         registers[base + STATUS] = status

@@ -18,13 +18,14 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
 
-from defectlens.errors import DefectLensError, InputError, NotFound
+from defectlens.errors import Conflict, DefectLensError, InputError, NotFound, Unavailable
 from defectlens.inference.engine_registry import StationNotServed
 from defectlens.inference.line.parts import LineAnswer, inspect_within, store_fail_safe
 from defectlens.inference.line.sources import (
@@ -37,6 +38,8 @@ from defectlens.inference.line.sources import (
 from defectlens.inference.line.stations import (
     HotFolderSource,
     LineConfig,
+    ModbusLink,
+    OpcUaLink,
     StationConfig,
     load_stations,
 )
@@ -73,6 +76,17 @@ class StationLineStatus(BaseModel):
     warnings: list[str] = []
 
 
+@dataclass(frozen=True)
+class _Trigger:
+    serial: str | None
+    deadline: float
+    """`time.monotonic()` instant by which the part is answered."""
+    answer: concurrent.futures.Future[LineAnswer]
+    from_plc: bool
+    """A PLC's part is on the conveyor: with the source down it gets the fail-safe verdict,
+    stored. An API caller is told the source is down (`Unavailable`) and nothing is stored."""
+
+
 class StationRunner:
     """One configured station: its source, its thread, its state."""
 
@@ -81,8 +95,7 @@ class StationRunner:
         self.config = config
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._triggers: queue.Queue[tuple[str | None, float, concurrent.futures.Future[LineAnswer]]]
-        self._triggers = queue.Queue()
+        self._triggers: queue.Queue[_Trigger] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"line-{config.id}", daemon=True)
         self._connected = False
         self._recent: deque[float] = deque()
@@ -108,12 +121,19 @@ class StationRunner:
         self._stop.set()
         self._thread.join(timeout)
 
-    def trigger(self, serial: str | None = None) -> concurrent.futures.Future[LineAnswer]:
-        """A PLC's (or an API call's) trigger: grab one frame, inspect it, answer within the
-        station's deadline counted from now."""
+    @property
+    def triggerable(self) -> bool:
+        """Whether the station takes a frame on a trigger (a camera; not a hot folder)."""
+        return self._camera is not None
+
+    def trigger(
+        self, serial: str | None = None, from_plc: bool = True
+    ) -> concurrent.futures.Future[LineAnswer]:
+        """A PLC's (or, `from_plc=False`, an API call's) trigger: grab one frame, inspect it,
+        answer within the station's deadline counted from now."""
         answer: concurrent.futures.Future[LineAnswer] = concurrent.futures.Future()
         deadline = time.monotonic() + self.config.deadline_ms / 1000.0
-        self._triggers.put((serial, deadline, answer))
+        self._triggers.put(_Trigger(serial, deadline, answer, from_plc))
         return answer
 
     # -- the thread --------------------------------------------------------------------
@@ -132,22 +152,25 @@ class StationRunner:
                     self._failed(str(error))
                     retry_at, backoff = time.monotonic() + backoff, min(backoff * 2, BACKOFF_MAX_S)
             try:
-                if self.config.plc is not None:
-                    self._serve_trigger()
+                if self._camera is not None:
+                    # Triggers (PLC, API) are served at once; between them, the interval's parts.
+                    if interval and time.monotonic() >= next_tick:
+                        next_tick += 1.0 / interval
+                        if self._connected:
+                            deadline = time.monotonic() + self.config.deadline_ms / 1000.0
+                            self._record(self._frame_part(None, deadline))
+                        else:
+                            next_tick = time.monotonic() + 1.0 / interval
+                    wait = 0.05
+                    if interval:
+                        wait = min(wait, max(0.0, next_tick - time.monotonic()))
+                    self._serve_trigger(wait)
                 elif self._folder is not None:
                     if self._connected:
                         self._poll_folder()
                     source = self.config.source
                     poll_s = source.poll_s if isinstance(source, HotFolderSource) else 0.1
                     self._stop.wait(poll_s if self._connected else 0.1)
-                elif interval:
-                    next_tick += 1.0 / interval
-                    self._stop.wait(max(0.0, next_tick - time.monotonic()))
-                    if self._connected and not self._stop.is_set():
-                        deadline = time.monotonic() + self.config.deadline_ms / 1000.0
-                        self._record(self._frame_part(None, deadline))
-                    else:
-                        next_tick = time.monotonic()
             except SourceError as error:
                 self._close()
                 self._failed(str(error))
@@ -180,33 +203,24 @@ class StationRunner:
         except Exception:  # closing a broken device must not hide why it broke
             log.exception("station %s: closing the source failed", self.config.id)
 
-    def _serve_trigger(self) -> None:
+    def _serve_trigger(self, timeout: float) -> None:
         try:
-            serial, deadline, answer = self._triggers.get(timeout=0.05)
+            trigger = self._triggers.get(timeout=timeout)
         except queue.Empty:
             return
+        answer = trigger.answer
         if not answer.set_running_or_notify_cancel():
             return
         try:
             if not self._connected:
                 reason = f"source not connected: {self._last_error or 'not opened yet'}"
-                result = store_fail_safe(
-                    self.service, self._metadata(serial, None), self.config.fail_safe, reason
-                )
-                outcome = LineAnswer(result, "source")
-            else:
-                try:
-                    outcome = self._frame_part(serial, deadline)
-                except SourceError as error:
-                    result = store_fail_safe(
-                        self.service,
-                        self._metadata(serial, None),
-                        self.config.fail_safe,
-                        str(error),
-                    )
-                    answer.set_result(LineAnswer(result, "source"))
-                    self._record(LineAnswer(result, "source"))
-                    raise
+                self._source_down(trigger, reason)
+                return
+            try:
+                outcome = self._frame_part(trigger.serial, trigger.deadline)
+            except SourceError as error:
+                self._source_down(trigger, str(error))
+                raise
             self._record(outcome)
             answer.set_result(outcome)
         except SourceError:
@@ -215,6 +229,24 @@ class StationRunner:
             if not answer.done():
                 answer.set_exception(error)
             raise
+
+    def _source_down(self, trigger: _Trigger, reason: str) -> None:
+        """Answer a trigger the source cannot serve: a PLC's part gets the fail-safe verdict
+        (stored), an API call an `Unavailable` (nothing stored)."""
+        if not trigger.from_plc:
+            trigger.answer.set_exception(
+                Unavailable(
+                    f"station {self.config.id}: {reason}; nothing was inspected or stored",
+                    retry_after_s=BACKOFF_FIRST_S,
+                )
+            )
+            return
+        result = store_fail_safe(
+            self.service, self._metadata(trigger.serial, None), self.config.fail_safe, reason
+        )
+        outcome = LineAnswer(result, "source")
+        self._record(outcome)
+        trigger.answer.set_result(outcome)
 
     def _frame_part(self, serial: str | None, deadline: float) -> LineAnswer:
         assert self._camera is not None
@@ -288,10 +320,10 @@ class StationRunner:
         """Triggers left at shutdown get no answer: their PLC times out and diverts them."""
         while True:
             try:
-                _, _, answer = self._triggers.get_nowait()
+                trigger = self._triggers.get_nowait()
             except queue.Empty:
                 return
-            answer.cancel()
+            trigger.answer.cancel()
 
     # -- state -------------------------------------------------------------------------
 
@@ -354,16 +386,48 @@ class LineRunner:
     def start(self) -> None:
         for station in self.config.stations:
             self.service.store.ensure_station(station.id, line=station.line)
-        if any(s.plc is not None for s in self.config.stations):
-            from defectlens.inference.line.modbus import ModbusPlcServer
+        runners = list(self.stations.values())
+        # The PLC links before the stations: a server that cannot listen (port taken) fails
+        # the start with no station thread left running behind it.
+        try:
+            if any(isinstance(s.plc, ModbusLink) for s in self.config.stations):
+                from defectlens.inference.line.modbus import ModbusPlcServer
 
-            # Before the stations: a server that cannot listen (port taken) fails the start
-            # with no station thread left running behind it.
-            server = ModbusPlcServer(self.config.modbus, list(self.stations.values()))
-            server.start()
-            self.links.append(server)
-        for runner in self.stations.values():
+                server = ModbusPlcServer(self.config.modbus, runners)
+                server.start()
+                self.links.append(server)
+            if any(isinstance(s.plc, OpcUaLink) for s in self.config.stations):
+                from defectlens.inference.line.opcua import (
+                    OpcUaPlcHandshake,
+                    service_opcua_server,
+                )
+
+                sinks = self.service.delivery.sinks if self.service.delivery else []
+                handshake = OpcUaPlcHandshake(service_opcua_server(sinks), runners)
+                handshake.start()
+                self.links.append(handshake)
+        except BaseException:
+            for link in self.links:
+                link.stop()
+            raise
+        for runner in runners:
             runner.start()
+
+    def trigger(
+        self, station: str, serial: str | None = None
+    ) -> concurrent.futures.Future[LineAnswer]:
+        """An API call's trigger (`POST /v1/stations/{id}/trigger`): the station's source
+        takes one frame, inspected as a PLC's part is. `NotFound` for a station not in the
+        stations file, `Conflict` for a hot folder."""
+        runner = self.stations.get(station)
+        if runner is None:
+            raise NotFound(f"station {station!r} is not in the stations file {self.source}")
+        if not runner.triggerable:
+            raise Conflict(
+                f"station {station!r} reads a hot folder: its parts arrive as files and cannot "
+                "be triggered; only a camera station (camera or simulated) can"
+            )
+        return runner.trigger(serial, from_plc=False)
 
     def stop(self) -> None:
         for link in self.links:
@@ -399,7 +463,7 @@ class LineRunner:
 
 
 class _Link(Protocol):
-    """A PLC link the runner started and stops (Modbus today)."""
+    """A PLC link the runner started and stops (Modbus, OPC UA)."""
 
     def stop(self) -> None: ...
 

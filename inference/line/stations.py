@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from defectlens.errors import InputError
 from defectlens.inference.service.inspection import STATION_ID_PATTERN
@@ -88,27 +97,42 @@ class ModbusLink(_Config):
     """First register of the station's block of 16 (docs/plc.md)."""
 
 
+class OpcUaLink(_Config):
+    """The station's handshake variables and `Inspect` method on the service's OPC UA server
+    (`DEFECTLENS_OPCUA_ENDPOINT`, with its login and certificate settings: docs/plc.md)."""
+
+    protocol: Literal["opcua"]
+
+
+def _protocol(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("protocol", "modbus"))
+    return str(getattr(value, "protocol", "modbus"))
+
+
+PlcLink = Annotated[
+    Annotated[ModbusLink, Tag("modbus")] | Annotated[OpcUaLink, Tag("opcua")],
+    Discriminator(_protocol),
+]
+
+
 class StationConfig(_Config):
     id: str = Field(pattern=STATION_ID_PATTERN)
     line: str | None = Field(default=None, max_length=64)
     product: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, pattern=r"^[^/]+/[^/]+$")
-    """`name/version` the station is meant to run (recorded; comparing it with the promoted
-    model is not built yet: promotion stays `defectlens models promote`)."""
+    """`name/version` the station is meant to run, checked at start against the station's
+    promoted model (`model_check.py`)."""
     source: SourceConfig
-    plc: ModbusLink | None = None
+    plc: PlcLink | None = None
     deadline_ms: float = Field(default=200.0, gt=0)
     """A PLC-triggered part not answered within this gets the fail-safe verdict."""
     fail_safe: Verdict = "NG"
 
     @model_validator(mode="after")
     def _triggered(self) -> StationConfig:
-        source = self.source
-        if source.kind != "hot_folder" and source.rate_hz is None and self.plc is None:
-            raise ValueError(
-                "a camera needs a trigger: give source.rate_hz (frames per second) or a plc link"
-            )
-        if source.kind == "hot_folder" and self.plc is not None:
+        # A camera without rate_hz or plc takes a frame only on `POST /v1/stations/{id}/trigger`.
+        if self.source.kind == "hot_folder" and self.plc is not None:
             raise ValueError("a hot folder is not triggered: remove plc, or use a camera source")
         return self
 
@@ -134,7 +158,7 @@ class LineConfig(_Config):
             if station.id in seen:
                 raise ValueError(f"station {station.id!r} is configured twice")
             seen.add(station.id)
-            if station.plc is not None:
+            if isinstance(station.plc, ModbusLink):
                 for other_address, other in blocks.items():
                     if abs(other_address - station.plc.address) < MODBUS_BLOCK:
                         raise ValueError(

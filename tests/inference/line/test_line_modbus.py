@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pymodbus.client import ModbusTcpClient
 
-from defectlens.inference.line import modbus
+from defectlens.inference.line import handshake, modbus
 from defectlens.inference.line.runner import LineRunner
 from defectlens.inference.line.stations import LineConfig
 from defectlens.inference.service.core import InspectionService
@@ -98,7 +98,7 @@ def test_a_part_that_misses_its_deadline_gets_the_fail_safe_and_is_stored(
         line.stop()
     assert answer[modbus.VERDICT] == modbus.NG
     assert answer[modbus.STATUS] & modbus.FAIL_SAFE
-    assert answer[modbus.DEFECT_CODE] == modbus.CODE_DEADLINE
+    assert answer[modbus.DEFECT_CODE] == handshake.CODE_DEADLINE
     stored, _ = service.store.list_results(limit=10)
     assert [(r.serial, r.verdict, r.defects[0].class_) for r in stored] == [
         ("LATE-1", "NG", "fail_safe")
@@ -120,5 +120,5 @@ def test_a_trigger_while_the_camera_is_gone_is_answered_fail_safe(
     finally:
         line.stop()
     assert answer[modbus.VERDICT] == modbus.NG
-    assert answer[modbus.DEFECT_CODE] == modbus.CODE_SOURCE
+    assert answer[modbus.DEFECT_CODE] == handshake.CODE_SOURCE
     assert service.store.list_results(limit=10)[0][0].serial == "GONE-1"

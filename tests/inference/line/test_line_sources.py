@@ -34,10 +34,8 @@ stations:
         (GOOD.replace("hot_folder", "hot_foldr"), ":4: stations.0.source"),
         (GOOD + "    deadline_ms: -5\n", ":5: stations.0.deadline_ms"),
         (GOOD + "  - id: s1\n    source: {kind: simulated, folder: x, rate_hz: 2}\n", ":1: "),
-        (
-            GOOD.replace("{kind: hot_folder, path: incoming}", "{kind: simulated, folder: x}"),
-            ":2: stations.0",
-        ),
+        (GOOD + "    plc: {address: 100}\n", ":2: stations.0"),  # a hot folder is not triggered
+        (GOOD + "    plc: {protocol: opcua, address: 100}\n", ":5: stations.0.plc.opcua.address"),
     ],
 )
 def test_a_wrong_station_is_named_with_file_and_line(tmp_path: Path, text: str, where: str) -> None:
