@@ -22,6 +22,10 @@ GRAINS: tuple[Grain, ...] = ("shift", "day", "week", "month")
 OFF_SHIFT = "-"
 """The shift name of time no configured shift covers (e.g. the night of a two-shift plant)."""
 DEFAULT_SHIFTS = "A=06:00-14:00,B=14:00-22:00,C=22:00-06:00"
+BUCKET = timedelta(minutes=15)
+"""The reports count parts in 15-minute UTC buckets (the rollup tables of migration 0006), so
+every period must start and end on a bucket boundary: shifts on a quarter hour in a zone
+whose offset from UTC is whole quarter hours (every zone's today)."""
 
 _SHIFT = re.compile(r"^\s*([\w-]{1,16})\s*=\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
@@ -79,6 +83,11 @@ def parse_shifts(text: str) -> tuple[Shift, ...]:
             raise InputError(f"DEFECTLENS_SHIFTS: {item.strip()!r} has an invalid time") from None
         if shift.start == shift.end:
             raise InputError(f"DEFECTLENS_SHIFTS: shift {name} starts when it ends")
+        if shift.start.minute % 15 or shift.end.minute % 15:
+            raise InputError(
+                f"DEFECTLENS_SHIFTS: shift {item.strip()!r} must start and end on a quarter "
+                "hour (:00, :15, :30 or :45): reports count parts in quarter hours"
+            )
         shifts.append(shift)
     if not shifts:
         raise InputError(f"DEFECTLENS_SHIFTS is empty; e.g. {DEFAULT_SHIFTS}")
@@ -100,6 +109,19 @@ def _minutes(shift: Shift) -> range | list[int]:
     if end > start:
         return range(start, end)
     return [*range(start, 24 * 60), *range(0, end)]
+
+
+def check_on_bucket(at: datetime, what: str) -> None:
+    """InputError unless `at` lies on a BUCKET boundary in UTC (e.g. a period's start in a
+    time zone that is not whole quarter hours from UTC, such as a historical local mean
+    time)."""
+    seconds = at.astimezone(UTC).timestamp()
+    if seconds % BUCKET.total_seconds():
+        raise InputError(
+            f"{what} ({at.isoformat()}) is not on a quarter hour in UTC; reports count parts "
+            "in UTC quarter hours: use a DEFECTLENS_TIMEZONE whose offset is whole quarter "
+            "hours and shifts on quarter hours"
+        )
 
 
 def window(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, datetime]:

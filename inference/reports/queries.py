@@ -1,8 +1,11 @@
-"""The report's SQL: counts grouped in the database (SQLite and PostgreSQL alike), never
-result rows pulled into Python.
+"""The report's SQL: sums over the rollup tables (migration 0006: counts per 15-minute UTC
+bucket, station, line, product and model version, kept up to date by database triggers as
+results and labels are stored), on SQLite and PostgreSQL alike, never result rows pulled
+into Python.
 
 Periods are joined as a VALUES list of UTC intervals (`calendar.periods`), so grouping by
-shift or day in the plant's time zone needs no date function of either database.
+shift or day in the plant's time zone needs no date function of either database; every
+period starts and ends on a bucket boundary (`calendar` checks the shifts and the zone).
 """
 
 from __future__ import annotations
@@ -15,25 +18,23 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    String,
     and_,
     case,
     column,
-    exists,
     func,
     literal,
     select,
     values,
 )
-from sqlalchemy.orm import aliased
 
-from defectlens.inference.reports.calendar import Period
+from defectlens.inference.reports.calendar import Period, check_on_bucket
 from defectlens.inference.reports.figures import Counts
+from defectlens.inference.reports.model_health import BINS, ModelCounts
 from defectlens.inference.store import Database
 from defectlens.inference.store.tables import (
-    LabelRow,
-    ResultDefectRow,
-    ResultRow,
+    ReportCountRow,
+    ReportDefectCountRow,
+    ReportScoreCountRow,
     StationRow,
     UTCDateTime,
 )
@@ -43,54 +44,41 @@ DIMENSIONS: tuple[Dimension, ...] = ("line", "station", "product")
 NONE_KEY = "(none)"
 """The group of results that name no line or product."""
 
+Rollup = type[ReportCountRow] | type[ReportDefectCountRow] | type[ReportScoreCountRow]
+
 
 @dataclass(frozen=True)
 class Scope:
     """Which results a report covers: received in [start, end), optionally one line and
-    one station."""
+    one station. Both bounds lie on bucket boundaries."""
 
     start: datetime
     end: datetime
     line: str | None = None
     station: str | None = None
 
-    def where(self, *, times: bool = True) -> list[ColumnElement[bool]]:
-        """The conditions; `times=False` leaves out the time bounds, for a query whose
-        periods already lie within them."""
-        r = ResultRow
-        found = [r.received_at >= self.start, r.received_at < self.end] if times else []
-        if self.line is not None:
-            found.append(r.line == self.line)
+    def __post_init__(self) -> None:
+        check_on_bucket(self.start, "the report's start")
+        check_on_bucket(self.end, "the report's end")
+
+    def where(self, table: Rollup = ReportCountRow, *, times: bool = True) -> list[Any]:
+        """The conditions on a rollup table; `times=False` leaves out the time bounds, for a
+        query whose periods already lie within them."""
+        found = [table.bucket >= self.start, table.bucket < self.end] if times else []
+        if self.line is not None and table is not ReportScoreCountRow:
+            found.append(table.line == self.line)
         if self.station is not None:
-            found.append(r.station == self.station)
+            found.append(table.station == self.station)
         return found
 
 
-def _first_inspection() -> ColumnElement[int]:
-    """1 for a part's first inspection at its station: no earlier result (ids are
-    time-ordered) with the same serial there; a result without serial is its own part.
-
-    One seek in ix_results_station_serial_result_id per result. Without it SQLite (which
-    has no statistics, the service never runs ANALYZE) walked a station's results for each
-    result: a 30-day total of 200,000 results took over a minute (docs/reports.md)."""
-    earlier = aliased(ResultRow)
-    seen_before = exists().where(
-        earlier.serial == ResultRow.serial,
-        earlier.station == ResultRow.station,
-        earlier.result_id < ResultRow.result_id,
-    )
-    return case((ResultRow.serial.is_(None), 1), (seen_before, 0), else_=1)
-
-
 def _count_columns() -> list[Any]:
-    first = _first_inspection()
-    ng = case((ResultRow.verdict == "NG", 1), else_=0)
-    first_ok = case((ResultRow.verdict == "OK", first), else_=0)
+    c = ReportCountRow
     return [
-        func.count().label("parts"),
-        func.coalesce(func.sum(ng), 0).label("ng"),
-        func.coalesce(func.sum(first), 0).label("first"),
-        func.coalesce(func.sum(first_ok), 0).label("first_ok"),
+        func.coalesce(func.sum(c.parts), 0).label("parts"),
+        func.coalesce(func.sum(c.ng), 0).label("ng"),
+        func.coalesce(func.sum(c.first), 0).label("first"),
+        func.coalesce(func.sum(c.first_ok), 0).label("first_ok"),
     ]
 
 
@@ -105,10 +93,15 @@ def totals(db: Database, scope: Scope, key: str = "all") -> Counts:
     return _counts(key, row)
 
 
+def _named(value: ColumnElement[str]) -> ColumnElement[str]:
+    """A rollup's line or product, '' (the result named none) as NONE_KEY."""
+    return case((value == "", literal(NONE_KEY)), else_=value)
+
+
 def by_dimension(db: Database, scope: Scope, dimension: Dimension) -> list[Counts]:
     """Counts per line, station or product; for stations, every known station of the scope
     is listed, with no parts if it inspected none."""
-    key = func.coalesce(getattr(ResultRow, dimension), NONE_KEY)
+    key = _named(getattr(ReportCountRow, dimension))
     query = select(key.label("key"), *_count_columns()).where(*scope.where()).group_by(key)
     with db.read() as session:
         found = {str(row.key): _counts(str(row.key), row) for row in session.execute(query)}
@@ -137,15 +130,19 @@ def _periods_table(periods: list[Period]) -> Any:
 
 
 def _by_period(db: Database, scope: Scope, periods: list[Period], *keys: Any) -> Select[Any]:
+    for period in periods:
+        check_on_bucket(period.start, f"period {period.label}")
+        check_on_bucket(period.end, f"period {period.label}")
     table = _periods_table(periods)
-    joined = and_(ResultRow.received_at >= table.c.start, ResultRow.received_at < table.c.end)
-    # The periods tile the scope's window. Given its bounds too, SQLite searched the index by
-    # those and read the whole window once per period (5 times slower with 91 shifts);
-    # PostgreSQL needs them, or it joins every result to every period.
+    c = ReportCountRow
+    joined = and_(c.bucket >= table.c.start, c.bucket < table.c.end)
+    # The periods tile the scope's window. Given its bounds too, SQLite searched the key by
+    # those and read the whole window once per period; PostgreSQL needs them, or it joins
+    # every bucket to every period.
     times = db.dialect != "sqlite"
     return (
         select(table.c.idx, *keys, *_count_columns())
-        .select_from(ResultRow)
+        .select_from(c)
         .join(table, joined)
         .where(*scope.where(times=times))
         .group_by(table.c.idx, *keys)
@@ -182,7 +179,7 @@ def by_station_and_period(
     if not periods:
         return {}
     with db.read() as session:
-        rows = list(session.execute(_by_period(db, scope, periods, ResultRow.station)))
+        rows = list(session.execute(_by_period(db, scope, periods, ReportCountRow.station)))
     found: dict[str, dict[int, tuple[int, int]]] = {}
     for row in rows:
         found.setdefault(str(row.station), {})[int(row.idx)] = (int(row.parts), int(row.ng))
@@ -192,29 +189,59 @@ def by_station_and_period(
     }
 
 
-def model_defect_classes(db: Database, scope: Scope) -> dict[str, int]:
-    """Parts per defect class the model found (a part with two scratches counts once)."""
+def _defect_classes(db: Database, scope: Scope, source: str) -> dict[str, int]:
+    d = ReportDefectCountRow
+    parts = func.sum(d.parts)
     query = (
-        select(ResultDefectRow.class_, func.count(func.distinct(ResultDefectRow.result_id)))
-        .join(ResultRow, ResultRow.result_id == ResultDefectRow.result_id)
-        .where(*scope.where())
-        .group_by(ResultDefectRow.class_)
+        select(d.defect_class, parts)
+        .where(*scope.where(d), d.source == source)
+        .group_by(d.defect_class)
+        .having(parts > 0)
     )
     with db.read() as session:
         return {str(name): int(count) for name, count in session.execute(query)}
 
 
+def model_defect_classes(db: Database, scope: Scope) -> dict[str, int]:
+    """Parts per defect class the model found (a part with two scratches counts once)."""
+    return _defect_classes(db, scope, "model")
+
+
 def qa_defect_classes(db: Database, scope: Scope) -> dict[str, int]:
     """Parts per defect class QA labelled NG, by each result's standing label (one no later
-    label overrides)."""
-    later = aliased(LabelRow)
-    standing = ~exists().where(later.overrides_label_id == LabelRow.id)
-    name = func.coalesce(LabelRow.defect_class, literal("(unspecified)", String))
+    label corrects); '(unspecified)' for an NG label without class."""
+    return _defect_classes(db, scope, "qa")
+
+
+def by_model(db: Database, scope: Scope) -> list[ModelCounts]:
+    """Parts, NG, parts near the threshold and standing QA labels per model version."""
+    c = ReportCountRow
+    sums = [
+        func.sum(column) for column in (c.parts, c.ng, c.near_threshold, c.labelled, c.overridden)
+    ]
     query = (
-        select(name.label("name"), func.count(func.distinct(LabelRow.result_id)))
-        .join(ResultRow, ResultRow.result_id == LabelRow.result_id)
-        .where(*scope.where(), LabelRow.label == "NG", standing)
-        .group_by(name)
+        select(c.model_name, c.model_version, *sums)
+        .where(*scope.where())
+        .group_by(c.model_name, c.model_version)
+        .order_by(c.model_name, c.model_version)
     )
     with db.read() as session:
-        return {str(row[0]): int(row[1]) for row in session.execute(query)}
+        return [
+            ModelCounts(str(name), str(version), *(int(v) for v in values))
+            for name, version, *values in session.execute(query)
+        ]
+
+
+def score_bins(db: Database, scope: Scope) -> dict[tuple[str, str], list[int]]:
+    """Parts per score bin (`model_health.BINS`) per model name and version."""
+    s = ReportScoreCountRow
+    query = (
+        select(s.model_name, s.model_version, s.bin, func.sum(s.parts))
+        .where(*scope.where(s))
+        .group_by(s.model_name, s.model_version, s.bin)
+    )
+    found: dict[tuple[str, str], list[int]] = {}
+    with db.read() as session:
+        for name, version, index, parts in session.execute(query):
+            found.setdefault((str(name), str(version)), [0] * BINS)[int(index)] = int(parts)
+    return found

@@ -425,3 +425,57 @@ class OutboxRow(Base):
     """Why the last try failed (None once delivered or never tried)."""
     dead_at: Mapped[datetime | None] = mapped_column()
     """When the row became a dead letter (too many failures); a retry clears it."""
+
+
+class ReportCountRow(Base):
+    """Report rollup: the parts of one 15-minute UTC bucket, station, line, product and model
+    version. Kept by database triggers (migration 0006) as results and labels are stored;
+    `line` and `product` are '' for results without."""
+
+    __tablename__ = "report_counts"
+
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    parts: Mapped[int] = mapped_column(Integer)
+    ng: Mapped[int] = mapped_column(Integer)
+    first: Mapped[int] = mapped_column(Integer)
+    """First inspections of a serial at the station (a result without serial is one)."""
+    first_ok: Mapped[int] = mapped_column(Integer)
+    near_threshold: Mapped[int] = mapped_column(Integer)
+    labelled: Mapped[int] = mapped_column(Integer)
+    """Standing QA labels (none corrects them) on these parts."""
+    overridden: Mapped[int] = mapped_column(Integer)
+    """Standing QA labels that disagree with the verdict."""
+
+
+class ReportDefectCountRow(Base):
+    """Report rollup: parts per defect class found by the model (`source` 'model') or given
+    by a standing QA label (`qa`), per bucket, station, line and product."""
+
+    __tablename__ = "report_defect_counts"
+
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(8), primary_key=True)
+    defect_class: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parts: Mapped[int] = mapped_column(Integer)
+
+
+class ReportScoreCountRow(Base):
+    """Report rollup: parts per score bin (`bin` * 0.05 up to the next; the last bin open)
+    per bucket, station and model version."""
+
+    __tablename__ = "report_score_counts"
+
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parts: Mapped[int] = mapped_column(Integer)
