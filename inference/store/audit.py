@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from defectlens.inference.store.checks import check_row
@@ -27,10 +28,37 @@ class AuditStore:
 
     db: Database
 
-    def audit_entries(self, target: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The newest audit entries first, optionally for one target (e.g. `station:S1`)."""
+    def audit_entries(
+        self,
+        target: str | None = None,
+        limit: int = 100,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before_id: int | None = None,
+    ) -> list[AuditEntry]:
+        """The newest audit entries first, optionally for one target (e.g. `station:S1`), one
+        actor, one action (`shadow` also matches `shadow.start` and `shadow.stop`), a time
+        window [since, until) and, to page on, ids below `before_id`."""
         query = select(AuditLogRow).order_by(AuditLogRow.id.desc()).limit(limit)
         if target is not None:
             query = query.where(AuditLogRow.target == target)
+        if actor is not None:
+            query = query.where(AuditLogRow.actor == actor)
+        if action is not None:
+            query = query.where(
+                or_(
+                    AuditLogRow.action == action,
+                    AuditLogRow.action.startswith(f"{action}.", autoescape=True),
+                )
+            )
+        if since is not None:
+            query = query.where(AuditLogRow.at >= since)
+        if until is not None:
+            query = query.where(AuditLogRow.at < until)
+        if before_id is not None:
+            query = query.where(AuditLogRow.id < before_id)
         with self.db.read() as session:
             return [AuditEntry.of(row) for row in session.scalars(query)]

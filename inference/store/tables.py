@@ -337,17 +337,121 @@ class DatasetVersionRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(128))
 
 
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
 class TrainingJobRow(Base):
-    """A training run started from the service; its log lives under the workspace's jobs/."""
+    """A training run started from the service, run by a worker through the job queue
+    (`service/job_queue.py`); its full log lives under `<home>/jobs/<id>/` of the worker's
+    machine, its progress and the log's tail here."""
 
     __tablename__ = "training_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
+        Index("ix_training_jobs_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     recipe: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """The recipe as it was when the job started (a later edit of the file changes nothing)."""
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column()
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    """The version the job produced: imported and registered, never promoted by the job."""
+    recipe_source: Mapped[str] = mapped_column(String(256), server_default="")
+    """The shipped recipe's name or the recipe file the job was started from."""
+    data: Mapped[str] = mapped_column(Text, server_default="")
+    """The data as given: a dataset version id or a folder inside the workspace."""
+    data_path: Mapped[str] = mapped_column(Text, server_default="")
+    """The folder the worker trains on."""
+    station: Mapped[str | None] = mapped_column(String(64))
+    """The station the retrain is meant for (compare and shadow start from it), if named."""
+    created_by: Mapped[str] = mapped_column(String(128), server_default="")
+    started_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime | None] = mapped_column()
+    """The worker's last progress report (a running job that stops reporting is lost)."""
+    stage: Mapped[str | None] = mapped_column(String(32))
+    percent: Mapped[float | None] = mapped_column(Float)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    error: Mapped[str | None] = mapped_column(Text)
+    """Why a failed job failed, in the words of the step that failed."""
+    log_tail: Mapped[str] = mapped_column(Text, server_default="")
+    """The last lines of the job's log, for a page on any machine."""
+    cancel_requested_at: Mapped[datetime | None] = mapped_column()
+    worker: Mapped[str | None] = mapped_column(String(128))
+    """`host:pid` of the worker running it."""
+
+
+class ShadowRunRow(Base):
+    """A candidate model run beside a station's production model on its live parts, off the
+    request path, from `started_at` until `until` or a stop."""
+
+    __tablename__ = "shadow_runs"
+    __table_args__ = (Index("ix_shadow_runs_station_id_id", "station_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    sample_fraction: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utc_now)
+    started_by: Mapped[str] = mapped_column(String(128))
+    until: Mapped[datetime] = mapped_column()
+    stopped_at: Mapped[datetime | None] = mapped_column()
+    stopped_by: Mapped[str | None] = mapped_column(String(128))
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    """Parts of the station answered while the run was on (every service instance)."""
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    """Parts sampled but dropped because the shadow queue was full."""
+
+
+class ShadowResultRow(Base):
+    """The candidate's answer on one live part, beside the verdict the line got."""
+
+    __tablename__ = "shadow_results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "result_id"),
+        CheckConstraint("verdict IN ('OK', 'NG')", name="verdict"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("shadow_runs.id"))
+    result_id: Mapped[str] = mapped_column(
+        ForeignKey("results.result_id", ondelete="CASCADE"), index=True
+    )
+    verdict: Mapped[str] = mapped_column(String(2))
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    defects: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    production_verdict: Mapped[str] = mapped_column(String(2))
+    production_score: Mapped[float] = mapped_column(Float)
+    model_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ComparisonRow(Base):
+    """A candidate against a station's production model on the same held-out parts: its
+    progress while it runs, then the figures side by side."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"))
+    candidate_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    production_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    source: Mapped[str] = mapped_column(String(256))
+    """`labels` (the station's labelled parts) or `dataset:<id or folder>`."""
+    status: Mapped[str] = mapped_column(String(16))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class ApiKeyRow(Base):
