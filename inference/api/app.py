@@ -34,6 +34,7 @@ from defectlens.inference.api.routers import (
     models,
     reports,
     results,
+    stations,
 )
 from defectlens.inference.line.runner import start_line
 from defectlens.inference.service import InspectionService, ServiceSettings
@@ -101,7 +102,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # request id (`_ServiceApp`).
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics)
     app.add_middleware(RequestAccounting, metrics=metrics)
-    routers = (inspect, results, models, deliveries, reports, health)
+    routers = (inspect, results, models, stations, deliveries, reports, health)
     for module in routers:
         app.include_router(module.router)
     return app

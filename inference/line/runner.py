@@ -9,6 +9,7 @@ with the station's fail-safe verdict, stored like any part.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -478,6 +479,28 @@ def stations_file(settings: ServiceSettings) -> Path | None:
 
 def snapshot_path(settings: ServiceSettings) -> Path:
     return settings.home / "run" / f"{settings.instance_id}.stations.json"
+
+
+async def trigger_station(
+    line: LineRunner | None, station: str, serial: str | None = None
+) -> LineAnswer:
+    """An API call's trigger, awaited without holding the event loop: the stored answer.
+    `NotFound` without a stations file or for a station not in it, `Conflict` for a hot
+    folder, `Unavailable` when the source is down or the service stops meanwhile."""
+    if line is None:
+        raise NotFound(
+            f"station {station!r}: this service runs no stations file (DEFECTLENS_STATIONS_FILE "
+            "or <home>/stations.yaml), so no station can be triggered"
+        )
+    future = line.trigger(station, serial)
+    try:
+        return await asyncio.wrap_future(future)
+    except (asyncio.CancelledError, concurrent.futures.CancelledError):
+        if not future.cancelled():
+            raise  # the request itself was cancelled (the client went away)
+        raise Unavailable(
+            f"station {station!r}: the service is stopping; the part was not inspected"
+        ) from None
 
 
 def start_line(service: InspectionService) -> LineRunner | None:

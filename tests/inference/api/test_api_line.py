@@ -41,3 +41,49 @@ def test_stations_show_line_state_and_readyz_names_a_source_down(
     ready = service.client.get("/readyz")
     assert ready.status_code == 503
     assert any("station s2: source hot_folder" in p for p in ready.json()["problems"])
+
+
+def test_a_line_key_triggers_a_camera_station_and_gets_the_stored_result(
+    make_service: Callable[..., Service], part_images: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    shutil.copy(part_images["train"][0], camera / "part.png")
+    stations = tmp_path / "stations.yaml"
+    stations.write_text(
+        "stations:\n"
+        f"  - id: s1\n    source: {{kind: simulated, folder: {camera}}}\n"  # API-triggered only
+        f"  - id: s2\n    source: {{kind: hot_folder, path: {tmp_path / 'incoming'}}}\n"
+        f"  - id: s3\n    source: {{kind: simulated, folder: {tmp_path / 'unplugged'}}}\n"
+    )
+    service = make_service(stations_file=stations)
+    line = service.auth("line")
+
+    answer = service.client.post("/v1/stations/s1/trigger", json={"serial": "API-1"}, headers=line)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["station"], body["serial"], body["verdict"]) == ("s1", "API-1", "OK")
+    assert "Fail-Safe" not in answer.headers
+    stored = service.store.get_result(body["result_id"])
+    assert stored is not None and stored.serial == "API-1" and stored.camera == "sim:camera"
+    bare = service.client.post("/v1/stations/s1/trigger", headers=service.auth("admin"))
+    assert bare.status_code == 200 and bare.json()["serial"] is None
+
+    for role in ("qa", "manager"):
+        refused = service.client.post("/v1/stations/s1/trigger", headers=service.auth(role))
+        assert refused.status_code == 403, role
+    scoped_key = service.store.create_key("line", "s2-only", stations=["s2"])[1]
+    scoped = service.client.post("/v1/stations/s1/trigger", headers={"X-API-Key": scoped_key})
+    assert scoped.status_code == 403
+    unknown = service.client.post("/v1/stations/s9/trigger", headers=line)
+    assert unknown.status_code == 404 and "not in the stations file" in unknown.json()["detail"]
+    folder = service.client.post("/v1/stations/s2/trigger", headers=line)
+    assert folder.status_code == 409 and "hot folder" in folder.json()["detail"]
+    down = service.client.post("/v1/stations/s3/trigger", json={"serial": "X"}, headers=line)
+    assert down.status_code == 503 and "nothing was inspected" in down.json()["detail"]
+    assert service.stored_count() == 2  # the two answered parts; nothing for s3
+
+
+def test_trigger_without_a_stations_file_is_404(service: Service) -> None:
+    answer = service.client.post("/v1/stations/s1/trigger", headers=service.auth("line"))
+    assert answer.status_code == 404 and "no stations file" in answer.json()["detail"]
