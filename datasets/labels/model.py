@@ -19,6 +19,10 @@ Point = tuple[float, float]
 MAX_CLASS_NAME = 64
 
 
+class OutsideImage(InputError):
+    """A box or polygon reaches outside its image."""
+
+
 @dataclass(frozen=True)
 class Region:
     """One defect on an image."""
@@ -80,7 +84,7 @@ def check_box(box: Sequence[float], width: int | None, height: int | None, where
         or (width is not None and x1 > width)
         or (height is not None and y1 > height)
     ):
-        raise InputError(
+        raise OutsideImage(
             f"{where}: box outside the image: {[x0, y0, x1, y1]} in a {width}x{height} image"
         )
     return (x0, y0, x1, y1)
@@ -111,7 +115,7 @@ def check_polygon(
             or (width is not None and x > width)
             or (height is not None and y > height)
         ):
-            raise InputError(
+            raise OutsideImage(
                 f"{where}: polygon point {[x, y]} outside the image ({width}x{height})"
             )
         cleaned.append((x, y))
