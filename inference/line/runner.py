@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from defectlens.errors import Conflict, DefectLensError, InputError, NotFound, Unavailable
 from defectlens.inference.engine_registry import StationNotServed
+from defectlens.inference.line.model_check import check_station_model
 from defectlens.inference.line.parts import LineAnswer, inspect_within, store_fail_safe
 from defectlens.inference.line.sources import (
     FolderPart,
@@ -109,6 +110,8 @@ class StationRunner:
         """Why the hot folder waits for a model (logged once, not on every poll)."""
         self.plc: str | None = None
         """Set by the PLC link that triggers this station."""
+        self.model_warning: str | None = None
+        """Set at start when the station's promoted model is not the one the file names."""
         source = config.source
         self._folder = HotFolder(source) if source.kind == "hot_folder" else None
         self._camera: FrameSource | None = None if self._folder else frame_source(source)
@@ -370,7 +373,7 @@ class StationRunner:
                 late=self._late,
                 last_error=self._last_error,
                 last_error_at=self._last_error_at,
-                warnings=list(self._warnings),
+                warnings=[*self._warnings, *filter(None, [self.model_warning])],
             )
 
 
@@ -387,6 +390,8 @@ class LineRunner:
     def start(self) -> None:
         for station in self.config.stations:
             self.service.store.ensure_station(station.id, line=station.line)
+            warning = check_station_model(self.service, station, self.source)
+            self.stations[station.id].model_warning = warning
         runners = list(self.stations.values())
         # The PLC links before the stations: a server that cannot listen (port taken) fails
         # the start with no station thread left running behind it.
