@@ -41,6 +41,7 @@ from defectlens.inference.service import InspectionService, ServiceSettings
 from defectlens.inference.service.deliveries import start_delivery
 from defectlens.inference.service.instances import HEARTBEAT_S
 from defectlens.inference.service.metrics import ServiceMetrics
+from defectlens.inference.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     routers = (inspect, results, models, stations, deliveries, reports, health)
     for module in routers:
         app.include_router(module.router)
+    install_web(app)  # the QA pages, their sign-in and the review queue's API route
     return app
 
 

@@ -14,7 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
+
+if TYPE_CHECKING:
+    from defectlens.inference.store.records import VerifiedKey
 
 Role = Literal["line", "qa", "manager", "admin"]
 ROLES: tuple[Role, ...] = ("line", "qa", "manager", "admin")
@@ -45,6 +48,19 @@ class Caller:
 
 
 AUTH_DISABLED_CALLER = Caller(role="admin", name="auth-disabled")
+
+
+def caller_of(found: VerifiedKey) -> Caller | None:
+    """The caller a verified key stands for (None for a role this service does not know,
+    which the table's CHECK constraint rules out)."""
+    if found.role not in ROLES:
+        return None
+    return Caller(
+        role=cast(Role, found.role),
+        name=f"key:{found.id}",
+        key_id=found.id,
+        stations=found.stations,
+    )
 
 
 def allowed(role: Role, roles: frozenset[Role]) -> bool:

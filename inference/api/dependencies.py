@@ -4,7 +4,7 @@ a route allows."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -16,13 +16,14 @@ from defectlens.inference.api.auth import (
     DEPLOY,
     INSPECT,
     READ,
-    ROLES,
     Caller,
     Role,
     allowed,
+    caller_of,
     key_from_headers,
 )
 from defectlens.inference.api.errors import Forbidden, Unauthenticated
+from defectlens.inference.api.session import session_caller
 from defectlens.inference.api.state import get_service, keys_of, service_of
 from defectlens.inference.service import InspectionService
 from defectlens.inference.store import Store
@@ -35,14 +36,17 @@ _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer
 
 
 async def authenticate(request: Request, api_key: str | None, bearer: str | None) -> Caller:
-    """The caller behind the request's key (`X-API-Key`, or `Authorization: Bearer`); 401
-    without a valid one. A key verified in the last `key_cache_s` seconds is answered from
-    memory, others by the database in a worker thread. Every refusal is logged and counted
+    """The caller behind the request's key (`X-API-Key`, or `Authorization: Bearer`), else
+    behind its browser session cookie; 401 without a valid one. A key verified in the last
+    `key_cache_s` seconds is answered from memory, others by the database in a worker
+    thread. Every refusal is logged and counted
     on /metrics."""
     service = service_of(request)
     if service.settings.auth_disabled:
         return AUTH_DISABLED_CALLER
     key = key_from_headers(api_key, f"Bearer {bearer}" if bearer else None)
+    if not key and (session := await session_caller(request)) is not None:
+        return session  # a signed-in browser (inference/api/session.py)
     if not key:
         service.metrics.auth_failures.labels("missing").inc()
         raise Unauthenticated(
@@ -63,14 +67,7 @@ def verify_key(store: Store, key: str) -> Caller | None:
     """The caller a presented key belongs to, from the store (None if unknown, revoked or
     expired)."""
     found = store.verify_api_key(key)
-    if found is None or found.role not in ROLES:  # the table's CHECK constraint rules it out
-        return None
-    return Caller(
-        role=cast(Role, found.role),
-        name=f"key:{found.id}",
-        key_id=found.id,
-        stations=found.stations,
-    )
+    return None if found is None else caller_of(found)
 
 
 def check_role(caller: Caller, roles: frozenset[Role], action: str) -> Caller:

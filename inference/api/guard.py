@@ -15,6 +15,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from defectlens.inference.api.auth import key_from_headers
 from defectlens.inference.api.docs import ASSETS_PATH
+from defectlens.inference.api.session import (
+    ASSETS_PATH as WEB_ASSETS_PATH,
+)
+from defectlens.inference.api.session import (
+    SIGNIN_PATHS,
+    carries_session,
+    wants_page,
+)
 from defectlens.inference.service import ServiceSettings
 from defectlens.inference.service.metrics import ServiceMetrics
 
@@ -51,6 +59,7 @@ class RequestGuard:
             and path not in OPEN_PATHS
             and not path.startswith(f"{ASSETS_PATH}/")
             and not key_from_headers(headers.get("x-api-key"), headers.get("authorization"))
+            and not _browser(scope, headers)
         ):
             self.metrics.auth_failures.labels("missing").inc()
             await _answer(
@@ -86,6 +95,19 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(messages, receive), send)
+
+
+def _browser(scope: Scope, headers: Headers) -> bool:
+    """A browser's request the routes decide on: it carries a session cookie (checked by
+    `authenticate`), signs in or out, fetches a page's asset, or opens a page (sent to sign
+    in without a session). Page requests are GETs: no body is read for them."""
+    path: str = scope["path"]
+    return (
+        carries_session(headers.get("cookie", ""))
+        or path in SIGNIN_PATHS
+        or path.startswith(f"{WEB_ASSETS_PATH}/")
+        or wants_page(scope["method"], path, headers.get("accept", ""))
+    )
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

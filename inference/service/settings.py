@@ -72,6 +72,11 @@ class ServiceSettings(Settings):
     key_cache_s: float = Field(default=5.0, ge=0.0)
     """How long a verified API key is trusted without asking the database again; a revoked
     key stops working at most this long after `keys revoke`."""
+    session_hours: float = Field(default=12.0, gt=0.0, le=24.0 * 30)
+    """How long a browser stays signed in after pasting its API key on /signin (the pages)."""
+    session_secret: SecretStr | None = None
+    """Signs browser session cookies; give every instance behind one address the same one.
+    Default: a random secret kept in the workspace (`web-session.key`), made on first use."""
     deployment_poll_s: float = Field(default=5.0, ge=0.0)
     """How often the service checks the store for promotions made elsewhere (the CLI, another
     instance) and hot-swaps to them; 0 turns the check off."""

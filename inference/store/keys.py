@@ -149,6 +149,17 @@ class KeyStore:
             self._mark_used(verified.id, moment)
         return verified
 
+    def active_key(self, key_id: int, now: datetime | None = None) -> VerifiedKey | None:
+        """The key with id `key_id` if it is valid at `now` (default: now); None if unknown,
+        revoked or expired. A browser session (signed with the key's id) is checked with it
+        on each request, so revoking the key ends its sessions too."""
+        moment = utc_now() if now is None else to_utc(now)
+        with self.db.read() as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None or _refusal("session", row, moment) is not None:
+                return None
+            return VerifiedKey.of(row)
+
     def _mark_used(self, key_id: int, moment: datetime) -> None:
         """Record that the key let a caller in, unless another service did within the
         minute. Bookkeeping only: a database too busy for it does not refuse the key."""

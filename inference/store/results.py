@@ -153,7 +153,7 @@ class ResultStore:
         ):
             if value is not None:
                 query = query.where(column == value)
-        query = query.where(*_received_between(since, until))
+        query = query.where(*received_between(since, until))
         if cursor is not None:
             if not cursor or len(cursor) > 64:
                 raise InputError(f"cursor {cursor!r} is not one this service handed out")
@@ -173,7 +173,7 @@ class ResultStore:
         """Parts inspected by verdict (`OK`, `NG`) and in all (`total`), counted by the database."""
         query = (
             select(ResultRow.verdict, func.count())
-            .where(*_received_between(since, until))
+            .where(*received_between(since, until))
             .group_by(ResultRow.verdict)
         )
         if station is not None:
@@ -319,7 +319,7 @@ def _inspection_result(row: ResultRow) -> InspectionResult:
     )
 
 
-def _received_between(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+def received_between(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
     """Conditions on the received time: `since` inclusive, `until` exclusive."""
     if since is not None and until is not None and since >= until:
         raise InputError(f"time range: since {since.isoformat()} is not before until")

@@ -1,0 +1,40 @@
+"""The QA engineer's pages, served by the inspection service: sign-in, review queue and
+gallery, labelling, datasets, training jobs, compare and shadow, models (promote, roll back)
+and the audit log, in English and Simplified Chinese. Every asset is a file of this package;
+every action a page takes is an API route the pages call with the browser's session."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from defectlens.errors import DefectLensError
+from defectlens.inference.api.errors import Unauthenticated
+from defectlens.inference.api.routers import review
+from defectlens.inference.api.session import ASSETS_PATH, wants_page
+from defectlens.inference.web import pages, signin
+from defectlens.inference.web.render import STATIC_DIR
+
+
+def install_web(app: FastAPI) -> None:
+    """Serve the pages and their assets; a page asked for without a session redirects to
+    `/signin` (the API keeps answering 401). Call after `install_error_handlers`."""
+    app.mount(ASSETS_PATH, StaticFiles(directory=STATIC_DIR), name="web-assets")
+    app.include_router(signin.router)
+    app.include_router(pages.router)
+    app.include_router(review.router)
+    as_json = app.exception_handlers[DefectLensError]
+
+    async def unauthenticated(request: Request, exc: Exception) -> Response:
+        if wants_page(request.method, request.url.path, request.headers.get("accept", "")):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+        response = as_json(request, exc)
+        assert not isinstance(response, Response)  # errors.py's handlers are coroutines
+        answer: Response = await response
+        return answer
+
+    app.add_exception_handler(Unauthenticated, unauthenticated)
