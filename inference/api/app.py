@@ -28,12 +28,16 @@ from defectlens.inference.api.errors import install_error_handlers
 from defectlens.inference.api.guard import RequestGuard
 from defectlens.inference.api.request_id import RequestIdMiddleware
 from defectlens.inference.api.routers import (
+    audit,
+    compare,
     deliveries,
     health,
     inspect,
+    jobs,
     models,
     reports,
     results,
+    shadow,
     stations,
 )
 from defectlens.inference.line.runner import start_line
@@ -41,6 +45,7 @@ from defectlens.inference.service import InspectionService, ServiceSettings
 from defectlens.inference.service.deliveries import start_delivery
 from defectlens.inference.service.instances import HEARTBEAT_S
 from defectlens.inference.service.metrics import ServiceMetrics
+from defectlens.inference.service.qa_loop import poll_qa_loop, start_qa_loop, stop_qa_loop
 from defectlens.inference.web import install_web
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.service = service
         try:
             start_delivery(service)  # results to the MES sinks, in threads of its own
+            start_qa_loop(service)  # shadow runs; on SQLite, the local training worker
             # The stations file's sources and PLC links (inference/line/), a thread each.
             line = app.state.line = await anyio.to_thread.run_sync(start_line, service)
         except BaseException:  # e.g. the PLC port is taken: stop what started, then fail
@@ -77,6 +83,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             loops.append(_every(HEARTBEAT_S, service.report_status))
         if line is not None:
             loops.append(_every(2.0, line.write_snapshot))
+        qa_poll_s = settings.deployment_poll_s or HEARTBEAT_S
+        loops.append(_every(qa_poll_s, lambda: poll_qa_loop(service)))  # shadow runs, worker
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             yield
@@ -86,6 +94,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             if line is not None:
                 await anyio.to_thread.run_sync(line.stop)
+            await anyio.to_thread.run_sync(stop_qa_loop, service)
             # Inspections in flight finish and store their results before the store closes.
             await anyio.to_thread.run_sync(service.close)
 
@@ -104,6 +113,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics)
     app.add_middleware(RequestAccounting, metrics=metrics)
     routers = (inspect, results, models, stations, deliveries, reports, health)
+    routers += (jobs, shadow, compare, audit)  # the QA loop: retrain, shadow, compare, audit
     for module in routers:
         app.include_router(module.router)
     install_web(app)  # the QA pages, their sign-in and the review queue's API route

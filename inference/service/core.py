@@ -36,8 +36,10 @@ from defectlens.inference.service.instances import (
     run_dir,
     write_status,
 )
+from defectlens.inference.service.jobs import LocalWorker
 from defectlens.inference.service.metrics import ServiceMetrics
 from defectlens.inference.service.settings import ServiceSettings
+from defectlens.inference.service.shadow import ShadowRunner
 from defectlens.inference.store import Database, Store, open_database
 from defectlens.logs import submit_with_context
 
@@ -70,6 +72,10 @@ class InspectionService:
         """Parts between their decode and their stored result, on any thread."""
         self.delivery: DeliveryWorker | None = None
         """Delivers stored results to the MES sinks (`deliveries.start_delivery`)."""
+        self.shadow: ShadowRunner | None = None
+        """Runs candidate models beside stations' models (`shadow.start_shadow_runner`)."""
+        self.local_worker: LocalWorker | None = None
+        """On SQLite, the training worker process it runs (`jobs.start_local_worker`)."""
         self.started_at = datetime.now(UTC)
 
     @classmethod

@@ -210,6 +210,9 @@ def _inspect(
         if attempt is not None:
             attempt.begin_store()
         store_result(service, result, images, metadata.idempotency_key)
+        shadow = service.shadow
+        if shadow is not None:  # a dict look-up unless the station has a shadow run
+            shadow.offer(result, decoded, data)
     except DuplicatePart as duplicate:  # a retry with the same key was stored meanwhile
         _remove(written)
         return Inspected(duplicate.existing, replayed=True)

@@ -77,6 +77,13 @@ class ServiceSettings(Settings):
     session_secret: SecretStr | None = None
     """Signs browser session cookies; give every instance behind one address the same one.
     Default: a random secret kept in the workspace (`web-session.key`), made on first use."""
+    local_worker: bool = True
+    """On SQLite, the service runs the workspace's training worker (`defectlens worker`) as
+    a process of its own, started when a job is queued; false: run `defectlens worker`
+    yourself. On PostgreSQL workers are always started by hand, on any machine."""
+    shadow_queue_size: int = Field(default=16, ge=1, le=10_000)
+    """Parts waiting for a shadow model (`shadow.py`); a part that finds it full is skipped
+    and counted, never waited for."""
     deployment_poll_s: float = Field(default=5.0, ge=0.0)
     """How often the service checks the store for promotions made elsewhere (the CLI, another
     instance) and hot-swaps to them; 0 turns the check off."""

@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import aliased
 
 from defectlens.errors import NotFound
 from defectlens.inference.store.audit import record_audit
 from defectlens.inference.store.checks import check_row
 from defectlens.inference.store.database import Database
-from defectlens.inference.store.tables import ComparisonRow, utc_now
+from defectlens.inference.store.tables import (
+    VERDICTS,
+    ComparisonRow,
+    LabelRow,
+    ResultRow,
+    utc_now,
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,24 @@ class ComparisonStore:
             check_row(row)
             session.flush()
             return Comparison.of(row)
+
+    def labelled_results(self, station: str, limit: int) -> list[tuple[str, datetime, str]]:
+        """(result id, received at, label) of the station's results with a standing QA
+        label (one no later label overrides), newest first."""
+        later = aliased(LabelRow)
+        query = (
+            select(ResultRow.result_id, ResultRow.received_at, LabelRow.label)
+            .join(LabelRow, LabelRow.result_id == ResultRow.result_id)
+            .where(
+                ResultRow.station == station,
+                LabelRow.label.in_(VERDICTS),
+                ~exists().where(later.overrides_label_id == LabelRow.id),
+            )
+            .order_by(ResultRow.result_id.desc())
+            .limit(limit)
+        )
+        with self.db.read() as session:
+            return [(r, at, label) for r, at, label in session.execute(query)]
 
     def get_comparison(self, comparison_id: int) -> Comparison:
         with self.db.read() as session:
