@@ -119,6 +119,14 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failures else EXIT_OK
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from defectlens.inference.service import ServiceSettings
+    from defectlens.train.worker import run_worker
+
+    run_worker(ServiceSettings(), loglevel="DEBUG" if args.verbose else "INFO")
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from defectlens.demo import run_demo
 
@@ -226,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overlay", metavar="DIR", help="write heat-map overlays (PNG) here")
     predict.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     predict.set_defaults(handler=_predict)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run training jobs from the workspace's queue until stopped",
+        description="Takes jobs started with `defectlens jobs start` or POST /v1/jobs, one at "
+        "a time, and runs each as `defectlens train` in a child process, reporting progress "
+        "and the log into the store. On PostgreSQL run one on every training machine; on "
+        "SQLite `defectlens serve` runs one itself (DEFECTLENS_LOCAL_WORKER).",
+    )
+    worker.set_defaults(handler=_worker)
 
     demo = commands.add_parser(
         "demo",

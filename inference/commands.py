@@ -142,6 +142,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_station_commands(commands)
     _add_report_command(commands)
 
+    from defectlens.inference.qa_commands import add_qa_commands
+
+    add_qa_commands(commands)  # jobs, shadow, compare
+
 
 def _add_report_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = commands.add_parser(
