@@ -140,6 +140,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     from defectlens.inference.line.commands import add_station_commands
 
     add_station_commands(commands)
+    from defectlens.inference.label_commands import add_label_commands
+
+    add_label_commands(commands)  # labels, datasets
     _add_report_command(commands)
 
     from defectlens.inference.qa_commands import add_qa_commands

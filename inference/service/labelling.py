@@ -31,10 +31,11 @@ class NothingImported(InputError):
     """An import none of whose images could be used; `report` says why each was skipped."""
 
     def __init__(self, report: ImportReport) -> None:
-        reasons = "; ".join(report.skipped_lines[:5]) or "no images found"
+        reasons = ", ".join(f"{n} {why}" for why, n in report.skipped_by_reason.items())
+        first = f"; first: {report.skipped_lines[0]}" if report.skipped_lines else ""
         super().__init__(
-            f"nothing imported from {report.root} ({report.format}): {report.skipped} "
-            f"skipped: {reasons}"
+            f"nothing imported from {report.root} ({report.format}): "
+            f"{reasons or 'no labelled images found'}{first}"
         )
         self.report = report
 
