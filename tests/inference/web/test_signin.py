@@ -63,9 +63,7 @@ def test_sign_in_sets_a_signed_http_only_strict_cookie_without_the_key(service: 
 
 def test_over_https_the_cookie_is_secure(service: Service) -> None:
     client = TestClient(service.client.app, base_url="https://testserver")
-    answer = client.post(
-        "/signin", data={"key": service.keys["qa"]}, follow_redirects=False
-    )
+    answer = client.post("/signin", data={"key": service.keys["qa"]}, follow_redirects=False)
     assert answer.status_code == 303
     assert "Secure" in answer.headers["set-cookie"]
 
@@ -98,17 +96,16 @@ def test_changes_need_the_session_csrf_token(service: Service) -> None:
     assert done.status_code == 201, done.text
     # A key in the header needs no CSRF token: another site cannot make a browser send one.
     assert (
-        service.client.post("/v1/stations", json={"id": "s8"}, headers=service.auth("qa"))
-        .status_code
+        service.client.post(
+            "/v1/stations", json={"id": "s8"}, headers=service.auth("qa")
+        ).status_code
         == 201
     )
 
 
 def test_roles_hold_for_sessions_as_for_keys(service: Service) -> None:
     csrf = sign_in(service, "manager")
-    answer = service.client.post(
-        f"/v1/stations/{STATION}/rollback", headers={CSRF_HEADER: csrf}
-    )
+    answer = service.client.post(f"/v1/stations/{STATION}/rollback", headers={CSRF_HEADER: csrf})
     assert answer.status_code == 403
     assert "role 'manager' may not" in answer.json()["detail"]
     line = TestClient(service.client.app)
