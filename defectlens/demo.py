@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from defectlens.demo_line import run_line_demo
 from defectlens.settings import load_settings
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def run_demo(home: Path | None = None) -> int:
 
     print(f"5/5 the inspection service: station {STATION}, every test part via POST /v1/inspect")
     inspect_through_service(workspace, version, samples)
+    run_line_demo(workspace, version, samples)  # a camera station triggered by a Modbus PLC
     print(f"model version: {version}")
     print(f"report:        {version / 'report' / 'index.html'}")
     return 0

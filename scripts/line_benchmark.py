@@ -47,7 +47,8 @@ from load_test import (
 )
 from pymodbus.client import ModbusTcpClient
 
-from defectlens.inference.line import modbus
+from defectlens.inference.line import handshake, modbus
+from defectlens.inference.line.modbus_plc import ModbusPlc
 from defectlens.inference.line.stations import MODBUS_BLOCK
 from defectlens.modelcard import ModelCard
 
@@ -204,7 +205,7 @@ def act_as_plc(
     give_up_s = max(5.0, 10 * args.deadline_ms / 1000)
     poll_s = args.poll_ms / 1000
     with ModbusTcpClient("127.0.0.1", port=port, timeout=give_up_s) as client:
-        plc = Plc(client, one.address, poll_s, give_up_s)
+        plc = ModbusPlc(client, one.address, poll_s, give_up_s, DEVICE)
         try:
             counter = plc.read()[modbus.COUNTER]
             for index in range(args.warmup):
@@ -226,58 +227,12 @@ def act_as_plc(
                 one.latencies_ms.append(elapsed_ms)
                 one.answers[serial] = "NG" if answer[modbus.VERDICT] == modbus.NG else "OK"
                 if answer[modbus.STATUS] & modbus.FAIL_SAFE:
-                    one.deadline_misses += answer[modbus.DEFECT_CODE] == modbus.CODE_DEADLINE
+                    one.deadline_misses += answer[modbus.DEFECT_CODE] == handshake.CODE_DEADLINE
                 elif elapsed_ms > args.deadline_ms:
                     one.late += 1
         except (OSError, TimeoutError, RuntimeError) as error:  # BrokenBarrierError included
             one.error = str(error) or type(error).__name__
             common.barrier.abort()  # the other PLCs stop waiting for this one
-
-
-class Plc:
-    """The PLC's side of the handshake on one station's block (docs/plc.md)."""
-
-    def __init__(self, client: ModbusTcpClient, base: int, poll_s: float, give_up_s: float):
-        self.client, self.base, self.poll_s, self.give_up_s = client, base, poll_s, give_up_s
-
-    def read(self) -> list[int]:
-        answer = self.client.read_holding_registers(self.base, count=MODBUS_BLOCK, device_id=DEVICE)
-        if answer.isError():
-            raise RuntimeError(f"reading registers {self.base}: {answer}")
-        return list(answer.registers)
-
-    def write(self, offset: int, values: list[int]) -> None:
-        done = self.client.write_registers(self.base + offset, values, device_id=DEVICE)
-        if done.isError():
-            raise RuntimeError(f"writing register {self.base + offset}: {done}")
-
-    def wait(self, bit: int) -> list[int] | None:
-        """The block once STATUS has `bit`; None when it did not come in time."""
-        end = time.monotonic() + self.give_up_s
-        while True:
-            block = self.read()
-            if block[modbus.STATUS] & bit:
-                return block
-            if time.monotonic() >= end:
-                return None
-            time.sleep(self.poll_s)
-
-    def cycle(self, serial: str, counter: int) -> tuple[int, list[int] | None, float]:
-        """Trigger one part: (the station's counter after it, the answer block or None when
-        no answer came, trigger-to-answer ms)."""
-        if self.wait(modbus.READY) is None:
-            raise RuntimeError(f"registers {self.base}: the station never became READY")
-        self.write(modbus.SERIAL, modbus.encode_serial(serial))
-        triggered = time.perf_counter()
-        self.write(modbus.TRIGGER, [1])
-        answer = self.wait(modbus.RESULT_READY)
-        elapsed_ms = (time.perf_counter() - triggered) * 1000
-        if answer is None:
-            return counter, None, elapsed_ms
-        self.write(modbus.ACK, [1])
-        if answer[modbus.COUNTER] != (counter + 1) % 65536:
-            return answer[modbus.COUNTER], None, elapsed_ms  # not this trigger's answer
-        return answer[modbus.COUNTER], answer, elapsed_ms
 
 
 def stored_verdicts(url: str, key: str, station: str) -> dict[str, str]:

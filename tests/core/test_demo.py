@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from defectlens.demo import STATION, run_demo
+from defectlens.demo_line import PARTS as LINE_PARTS
 from defectlens.inference.store import Store, open_database
 
 
@@ -48,3 +49,6 @@ def test_demo_trains_then_inspects_every_test_part_through_the_service(
     finally:
         store.db.close()
     assert f"stored results for {STATION}: {parts}" in out
+    # The line station: the PLC (Modbus) saw a verdict and defect code for each of its parts.
+    seen = re.findall(r"PLC  LINE-\d{4}   (OK|NG) +\d+ +[\d.]+ ms", out)
+    assert len(seen) == LINE_PARTS, out
