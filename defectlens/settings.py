@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import YamlConfigSettingsSource
 
@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     belongs to the day it starts on); time no shift covers is reported as shift `-`."""
     improvement_target: float = 0.2
     """The NG-rate reduction against the baseline that reports measure progress by."""
+    drift_alert: float = Field(default=0.25, gt=0)
+    """Score drift (population stability index of a model version's production scores
+    against its good validation scores) above which reports, /metrics and the log alert."""
 
     def __init__(self, **values: Any) -> None:
         """Raises `InputError` naming each setting that is invalid, and where it is set."""

@@ -1,5 +1,6 @@
 """Time each report query (`inference/reports/queries.py`) on a seeded result store: N
-results over 8 stations on 4 lines, with re-inspected serials, defects and QA labels, in a
+results over 8 stations on 4 lines, with re-inspected serials, defects and QA labels (seeded by
+INSERT ... SELECT in the database, the rollup triggers running for each row), in a
 temporary SQLite database and, with --postgresql, in an empty PostgreSQL database.
 
     python scripts/report_queries.py [--results 200000] [--days 60] [--plans]
@@ -12,7 +13,6 @@ No ANALYZE is run, as the service runs none; a query past --timeout seconds is s
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
@@ -33,20 +33,18 @@ from pg_server import running_postgres
 
 from defectlens.inference.reports import queries
 from defectlens.inference.reports.calendar import parse_shifts, periods, plant_zone, window
-from defectlens.inference.store import Database, new_result_id, open_database
-from defectlens.inference.store.tables import LabelRow, ResultDefectRow, ResultRow, StationRow
+from defectlens.inference.reports.render import html_report
+from defectlens.inference.reports.report import ReportRequest, build_report
+from defectlens.inference.store import Database, open_database
+from defectlens.inference.store.tables import StationRow
+from defectlens.settings import Settings
 
 STATIONS = [f"S{i}" for i in range(1, 9)]
 LINE_OF = {station: f"L{(i // 2) + 1}" for i, station in enumerate(STATIONS)}
-PRODUCTS = ["P100", "P200", "P300"]
-DEFECTS = ["scratch", "dent", "stain", "crack", "burr"]
 LAST_DAY = date(2026, 3, 31)
 SHIFTS = parse_shifts("A=06:00-14:00,B=14:00-22:00,C=22:00-06:00")
 ZONE = plant_zone("Europe/Berlin")
-BATCH = 20_000
-NO_READ = "NOREAD"
-"""What a code reader sends when it cannot read the part's code: one serial on thousands of
-results, which an earlier-result lookup by serial alone reads all of, for each of them."""
+SETTINGS = Settings(timezone="Europe/Berlin", shifts="A=06:00-14:00,B=14:00-22:00,C=22:00-06:00")
 
 
 @dataclass
@@ -58,82 +56,120 @@ class Timing:
     statements: list[tuple[str, Any]]
 
 
-def _rows(days: int, count: int, rng: random.Random) -> Iterator[dict[str, Any]]:
-    """Results in time order (ids are time-ordered), as a line makes them: about 7% are
-    re-inspections of an earlier serial at the same station, 2% carry no serial and 2% the
-    code reader's placeholder, 6% are NG;
-    a part made at the first station of a line goes on to its second."""
-    start = datetime.combine(LAST_DAY - timedelta(days=days - 1), datetime.min.time(), UTC)
-    step = days * 86_400 / count
-    recent: dict[str, list[str]] = {station: [] for station in STATIONS}
-    waiting: dict[str, list[str]] = {station: [] for station in STATIONS}
-    for i in range(count):
-        at = start + timedelta(seconds=i * step + rng.random() * step)
-        index = rng.randrange(len(STATIONS))
-        station = STATIONS[index]
-        if recent[station] and rng.random() < 0.07:
-            serial: str | None = rng.choice(recent[station])
-        elif rng.random() < 0.02:
-            serial = None
-        elif rng.random() < 0.02:
-            serial = NO_READ
-        elif waiting[station]:  # a part from the line's first station moves on
-            serial = waiting[station].pop(0)
-        else:
-            serial = f"SN{i:09d}"
-            if index % 2 == 0:
-                waiting[STATIONS[index + 1]].append(serial)
-        if serial is not None:
-            recent[station] = [*recent[station][-50:], serial]
-        verdict = "NG" if rng.random() < 0.06 else "OK"
-        yield {
-            "result_id": new_result_id(at),
-            "verdict": verdict,
-            "score": 0.8 if verdict == "NG" else 0.2,
-            "threshold": 0.5,
-            "station": station,
-            "line": LINE_OF[station],
-            "product": PRODUCTS[i % len(PRODUCTS)],
-            "serial": serial,
-            "received_at": at,
-            "model_name": "m",
-            "model_version": "v1",
-            "timings_ms": {},
-        }
+CHUNK = 500_000
+"""Results inserted per statement (one transaction each)."""
+_HASH = (2654435761, 2246822519, 3266489917, 668265263, 374761393)
+NAMES = (
+    "CASE {pick} WHEN 0 THEN 'scratch' WHEN 1 THEN 'dent' WHEN 2 THEN 'stain' "
+    "WHEN 3 THEN 'crack' ELSE 'burr' END"
+)
+
+
+def _pick(i: str, field: int, modulo: int) -> str:
+    """SQL for a pseudo-random 0..modulo-1 drawn from row number `i` (a multiplicative hash,
+    its upper bits; one multiplier per field, so the fields are unrelated)."""
+    return f"((({i}) * {_HASH[field]} % 4294967296) / 65536 % {modulo})"
+
+
+def _id(dialect: str, number: str) -> str:
+    """The result id of row number `number`: 26 digits, ordered as the rows are."""
+    if dialect == "sqlite":
+        return f"printf('%026d', {number})"
+    return f"lpad(CAST({number} AS TEXT), 26, '0')"
+
+
+def _results_sql(dialect: str, start_us: int, step_us: int, count: int) -> str:
+    """INSERT ... SELECT of the results numbered :lo to :hi - 1, time-ordered (ids and times
+    grow with the number), drawn in SQL: the stations in turn (8 on 4 lines), 3 products,
+    7% re-inspections of a serial seen at the station up to 400 parts before, 2% without
+    serial and 2% the code reader's NOREAD, 6% NG; OK scores spread below the threshold, NG
+    above; model version v1 in the first half of the history, v2 after."""
+    t = f"({start_us} + i * {step_us})"
+    if dialect == "sqlite":
+        numbers = (
+            "WITH RECURSIVE n(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :hi) "
+        )
+        at = (
+            f"strftime('%Y-%m-%d %H:%M:%S', {t} / 1000000, 'unixepoch') "
+            f"|| printf('.%06d', {t} % 1000000)"
+        )
+        source, json = "n", "'{}'"
+    else:
+        numbers = ""
+        at = f"TIMESTAMPTZ 'epoch' + {t} * INTERVAL '1 microsecond'"
+        source = "generate_series(CAST(:lo AS BIGINT), :hi - 1) AS n(i)"
+        json = "CAST('{}' AS JSON)"
+    ng = f"{_pick('i', 0, 100)} < 6"
+    draw = _pick("i", 1, 100)
+    earlier = f"CAST(i - 8 * (1 + {_pick('i', 2, 50)}) AS TEXT)"
+    serial = (
+        f"CASE WHEN {draw} < 7 AND i >= 400 THEN 'SN' || {earlier} "
+        f"WHEN {draw} < 9 THEN NULL WHEN {draw} < 11 THEN 'NOREAD' ELSE 'SN' || CAST(i AS TEXT) END"
+    )
+    score = (
+        f"CASE WHEN {ng} THEN 0.5 + {_pick('i', 3, 1000)} / 1000.0 "
+        f"ELSE 0.05 + {_pick('i', 3, 440)} / 1000.0 END"
+    )
+    columns = (
+        "result_id, verdict, score, threshold, station, line, product, serial, received_at, "
+        "model_name, model_version, timings_ms"
+    )
+    return (
+        f"{numbers}INSERT INTO results ({columns}) SELECT {_id(dialect, 'i')}, "
+        f"CASE WHEN {ng} THEN 'NG' ELSE 'OK' END, {score}, 0.5, "
+        "'S' || CAST(i % 8 + 1 AS TEXT), 'L' || CAST(i % 8 / 2 + 1 AS TEXT), "
+        "'P' || CAST(100 * (i % 3 + 1) AS TEXT), "
+        f"{serial}, {at}, 'm', CASE WHEN i < {count // 2} THEN 'v1' ELSE 'v2' END, {json} "
+        f"FROM {source}"
+    )
+
+
+def _defects_sql(dialect: str) -> list[str]:
+    """One defect on each NG part of the results :lo to :hi - 1, a second on a third of
+    them; an NG label by QA on a fifth of them."""
+    number = f"CAST(result_id AS {'INTEGER' if dialect == 'sqlite' else 'BIGINT'})"
+    within = (
+        f"verdict = 'NG' AND result_id >= {_id(dialect, ':lo')} "
+        f"AND result_id < {_id(dialect, ':hi')}"
+    )
+    box = "0.9, 0, 0, 8, 8, 64"
+    now = (
+        "'2026-04-01 00:00:00.000000'"
+        if dialect == "sqlite"
+        else "TIMESTAMPTZ '2026-04-01 00:00:00+00'"
+    )
+    defect = 'INSERT INTO result_defects (result_id, "class", score, x0, y0, x1, y1, area_px) '
+    return [
+        f"{defect}SELECT result_id, {NAMES.format(pick=_pick(number, 4, 5))}, {box} "
+        f"FROM results WHERE {within}",
+        f"{defect}SELECT result_id, {NAMES.format(pick=_pick(number + ' + 1', 4, 5))}, {box} "
+        f"FROM results WHERE {within} AND {_pick(number, 1, 3)} = 0",
+        "INSERT INTO labels (result_id, label, defect_class, author, created_at) "
+        f"SELECT result_id, 'NG', {NAMES.format(pick=_pick(number, 2, 5))}, 'qa', {now} "
+        f"FROM results WHERE {within} AND {_pick(number, 4, 5)} = 0",
+    ]
 
 
 def seed(db: Database, count: int, days: int) -> None:
-    rng = random.Random(24)
+    """`count` results over `days` days up to LAST_DAY, by INSERT ... SELECT in the database;
+    the rollup triggers run for every row, as when the service stores them."""
     with db.write() as session:
         session.execute(insert(StationRow), [{"id": s, "line": LINE_OF[s]} for s in STATIONS])
-    results: list[dict[str, Any]] = []
-    defects: list[dict[str, Any]] = []
-    labels: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        with db.write() as session:
-            session.execute(insert(ResultRow), results)
-            if defects:
-                session.execute(insert(ResultDefectRow), defects)
-            if labels:
-                session.execute(insert(LabelRow), labels)
-        results.clear()
-        defects.clear()
-        labels.clear()
-
-    for row in tqdm(_rows(days, count, rng), total=count, desc=f"seed {db.dialect}"):
-        results.append(row)
-        if row["verdict"] == "NG":
-            for name in rng.sample(DEFECTS, rng.choice((1, 1, 2))):
-                box = {"x0": 0, "y0": 0, "x1": 8, "y1": 8, "area_px": 64}
-                defects.append({"result_id": row["result_id"], "class_": name, "score": 0.9, **box})
-            if rng.random() < 0.2:
-                label = {"label": "NG", "defect_class": rng.choice(DEFECTS), "author": "qa"}
-                labels.append({"result_id": row["result_id"], **label})
-        if len(results) >= BATCH:
-            flush()
-    if results:
-        flush()
+    start = datetime.combine(LAST_DAY - timedelta(days=days - 1), datetime.min.time(), UTC)
+    start_us = int(start.timestamp()) * 1_000_000
+    step_us = days * 86_400 * 1_000_000 // count
+    statements = [_results_sql(db.dialect, start_us, step_us, count), *_defects_sql(db.dialect)]
+    with tqdm(total=count, desc=f"seed {db.dialect}", unit=" results") as progress:
+        for lo in range(0, count, CHUNK):
+            hi = min(lo + CHUNK, count)
+            with db.engine.begin() as connection:
+                for statement in statements:  # numbers only: no parameters needed
+                    sql = statement.replace(":lo", str(lo)).replace(":hi", str(hi))
+                    # psycopg reads % as a placeholder, even with no parameters.
+                    connection.exec_driver_sql(
+                        sql if db.dialect == "sqlite" else sql.replace("%", "%%")
+                    )
+            progress.update(hi - lo)
     # No ANALYZE: the service never runs it, so the plans timed are the ones it gets.
 
 
@@ -176,6 +212,7 @@ def report_queries(days: int) -> list[tuple[str, Callable[[Database], Any]]]:
     station = queries.Scope(scope.start, scope.end, station="S3")
     shifts = periods(first, LAST_DAY, "shift", ZONE, SHIFTS)
     daily = periods(first, LAST_DAY, "day", ZONE, SHIFTS)
+    request = ReportRequest(first, LAST_DAY, grain="shift")
     return [
         ("totals", lambda db: [queries.totals(db, scope)]),
         ("totals, one station", lambda db: [queries.totals(db, station)]),
@@ -187,6 +224,13 @@ def report_queries(days: int) -> list[tuple[str, Callable[[Database], Any]]]:
         ("p-chart: station x shift", lambda db: queries.by_station_and_period(db, scope, shifts)),
         ("model defect classes", lambda db: queries.model_defect_classes(db, scope)),
         ("QA defect classes", lambda db: queries.qa_defect_classes(db, scope)),
+        ("model versions", lambda db: queries.by_model(db, scope)),
+        ("model score bins", lambda db: list(queries.score_bins(db, scope))),
+        ("page: build_report", lambda db: [build_report(db, SETTINGS, request)]),
+        (
+            "page: build_report + HTML",
+            lambda db: [html_report(build_report(db, SETTINGS, request))],
+        ),
     ]
 
 

@@ -161,6 +161,10 @@ def train_model(
     raw = raw_scores(network, calibration_images, recipe.batch_size, "calibrate")
     calibration = calibrate(recipe, raw, splits.calibration)
     network.set_normalisation(calibration.raw_threshold, calibration.scale)
+    good = np.array([not s.is_defective for s in splits.calibration], dtype=bool)
+    good_quantiles = thresholds.good_score_quantiles(
+        thresholds.normalise(raw[good], calibration.raw_threshold, calibration.scale)
+    )
 
     destination_parent = Path(out) / recipe.name
     destination_parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +219,8 @@ def train_model(
         say(f"evaluating on {len(splits.evaluation)} held-out images")
         report_metrics = _evaluate_into(staging, card, splits.evaluation, thumbnails(fit_images))
         report_metrics["fit_seconds"] = round(fit_seconds, 2)
+        # What production scores are compared with (reports: model health, score drift).
+        report_metrics["good_score_quantiles"] = good_quantiles
         card = card.model_copy(update={"metrics": report_metrics})
         card.write(staging / "model.json")
         final = destination_parent / version

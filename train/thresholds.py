@@ -214,3 +214,18 @@ def normalise(raw: npt.ArrayLike, raw_threshold: float, scale: float) -> FloatAr
     # exp of a non-positive number only: exp(-|z|) never overflows
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+SCORE_QUANTILES = 21
+"""Quantiles of the good validation scores kept in the model card: 0%, 5%, ..., 100%."""
+
+
+def good_score_quantiles(normalised_good: npt.ArrayLike) -> list[float]:
+    """The 0%, 5%, ..., 100% quantiles (linear interpolation) of the good calibration images'
+    normalised scores, which production scores are compared with (the reports' score drift,
+    `inference/reports/model_health.py`)."""
+    good = np.asarray(normalised_good, dtype=np.float64)
+    if good.size == 0 or not np.isfinite(good).all():
+        raise InputError("good_score_quantiles needs finite good-part scores")
+    levels = np.linspace(0.0, 1.0, SCORE_QUANTILES)
+    return [round(float(q), 6) for q in np.quantile(good, levels)]

@@ -6,8 +6,11 @@ is None, never 0 or a division error.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+
+from defectlens.inference.reports.run_rules import broken_rules
 
 Z95 = 1.959963984540054
 """The normal quantile of a two-sided 95% confidence interval."""
@@ -69,6 +72,8 @@ class PChartPoint:
     lcl: float | None
     ucl: float | None
     out_of_control: bool
+    rules: tuple[int, ...] = ()
+    """The Western Electric run rules (1-4) this point completes, when asked for."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,14 @@ class PChart:
     points: list[PChartPoint]
 
 
-def p_chart(subgroups: list[tuple[str, int, int]], sigmas: float = 3.0) -> PChart:
+def p_chart(
+    subgroups: list[tuple[str, int, int]], sigmas: float = 3.0, run_rules: bool = False
+) -> PChart:
     """A p-chart of (label, parts, NG) subgroups: centre p-bar = sum NG / sum parts, limits
     p-bar +- sigmas * sqrt(p-bar (1 - p-bar) / n) per subgroup (so they widen for small
     subgroups), clipped to [0, 1]; a point outside its limits is out of control. A subgroup
-    without parts has no point and no limits."""
+    without parts has no point and no limits. `run_rules` adds the Western Electric rules
+    each point completes (`run_rules.broken_rules`, on z = (p - p-bar) / sigma of its n)."""
     total = sum(n for _, n, _ in subgroups)
     centre = rate(sum(ng for _, _, ng in subgroups), total)
     points = []
@@ -90,11 +98,24 @@ def p_chart(subgroups: list[tuple[str, int, int]], sigmas: float = 3.0) -> PChar
         if not n or centre is None:
             points.append(PChartPoint(label, n, ng, None, None, None, False))
             continue
-        spread = sigmas * math.sqrt(centre * (1.0 - centre) / n)
+        spread = sigmas * _sigma(centre, n)
         lcl, ucl = max(0.0, centre - spread), min(1.0, centre + spread)
         p = ng / n
         points.append(PChartPoint(label, n, ng, p, lcl, ucl, p > ucl or p < lcl))
+    if run_rules and centre is not None and 0.0 < centre < 1.0:
+        z = [
+            None if point.p is None else (point.p - centre) / _sigma(centre, point.n)
+            for point in points
+        ]
+        points = [
+            dataclasses.replace(point, rules=rules)
+            for point, rules in zip(points, broken_rules(z), strict=True)
+        ]
     return PChart(centre, points)
+
+
+def _sigma(centre: float, n: int) -> float:
+    return math.sqrt(centre * (1.0 - centre) / n)
 
 
 @dataclass(frozen=True)

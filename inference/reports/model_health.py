@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from defectlens.inference.reports.figures import rate
 
-BIN_WIDTH = 0.05
+BINS_PER_UNIT = 20
 BINS = 40
-"""Score bins of the rollup (migration 0006): bin i holds scores in [i, i + 1) * BIN_WIDTH,
-the first also everything below 0, the last everything from 1.95 up."""
+"""Score bins of the rollup (migration 0006): bin i holds scores in [i, i + 1) / 20, the
+first also everything below 0, the last everything from 1.95 up."""
 SMOOTHING = 1e-4
 """The share given to an empty bin, so the stability index stays finite."""
 
@@ -74,7 +74,7 @@ def validation_shares(quantiles: Sequence[float], bins: int = BINS) -> list[floa
                 return (i + (x - lo) / (hi - lo)) / steps
         return 1.0  # pragma: no cover - x is within the quantiles' range
 
-    edges = [cdf(i * BIN_WIDTH) for i in range(1, bins)]
+    edges = [cdf(i / BINS_PER_UNIT) for i in range(1, bins)]
     cumulative = [0.0, *edges, 1.0]
     return [b - a for a, b in itertools.pairwise(cumulative)]
 
@@ -101,7 +101,11 @@ def model_health(
     alert_level: float,
 ) -> ModelHealth:
     """The health figures of one model version."""
-    drift = stability_index(validation_shares(quantiles), score_counts) if quantiles else None
+    drift = (
+        stability_index(validation_shares(quantiles), score_counts)
+        if quantiles and score_counts
+        else None
+    )
     return ModelHealth(
         counts.model_name,
         counts.model_version,

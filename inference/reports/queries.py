@@ -10,28 +10,37 @@ period starts and ends on a bucket boundary (`calendar` checks the shifts and th
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
     Integer,
     Select,
     and_,
+    bindparam,
     case,
     column,
+    exists,
     func,
     literal,
+    literal_column,
     select,
     values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import aliased
 
 from defectlens.inference.reports.calendar import Period, check_on_bucket
 from defectlens.inference.reports.figures import Counts
 from defectlens.inference.reports.model_health import BINS, ModelCounts
 from defectlens.inference.store import Database
 from defectlens.inference.store.tables import (
+    LabelRow,
+    ModelVersionRow,
     ReportCountRow,
     ReportDefectCountRow,
     ReportScoreCountRow,
@@ -130,21 +139,38 @@ def _periods_table(periods: list[Period]) -> Any:
 
 
 def _by_period(db: Database, scope: Scope, periods: list[Period], *keys: Any) -> Select[Any]:
+    """Sums per period index (`idx`, in `periods`' order) and `keys`. The periods must tile
+    an interval (`calendar.periods` does), each on bucket boundaries."""
+    for period, following in itertools.pairwise(periods):
+        if period.end != following.start:
+            raise ValueError(f"periods {period.label} and {following.label} do not meet")
     for period in periods:
         check_on_bucket(period.start, f"period {period.label}")
         check_on_bucket(period.end, f"period {period.label}")
-    table = _periods_table(periods)
     c = ReportCountRow
-    joined = and_(c.bucket >= table.c.start, c.bucket < table.c.end)
-    # The periods tile the scope's window. Given its bounds too, SQLite searched the key by
-    # those and read the whole window once per period; PostgreSQL needs them, or it joins
-    # every bucket to every period.
-    times = db.dialect != "sqlite"
+    if db.dialect == "postgresql":
+        # width_bucket finds each bucket's period by bisection in the periods' bounds; a join
+        # to the periods compared every bucket with every period (0.85 s for a month's 91
+        # shifts, against 0.07 s).
+        bounds = bindparam(
+            "period_bounds",
+            [period.start for period in periods] + [periods[-1].end],
+            type_=ARRAY(DateTime(timezone=True)),
+        )
+        index = (func.width_bucket(c.bucket, bounds) - 1).label("idx")
+        return (
+            select(index, *keys, *_count_columns())
+            .where(*scope.where())
+            .group_by(literal_column("idx"), *keys)
+        )
+    # SQLite searches the key once per period. Given the scope's time bounds too, it
+    # searched by those and read the whole window once per period.
+    table = _periods_table(periods)
     return (
         select(table.c.idx, *keys, *_count_columns())
         .select_from(c)
-        .join(table, joined)
-        .where(*scope.where(times=times))
+        .join(table, and_(c.bucket >= table.c.start, c.bucket < table.c.end))
+        .where(*scope.where(times=False))
         .group_by(table.c.idx, *keys)
     )
 
@@ -245,3 +271,35 @@ def score_bins(db: Database, scope: Scope) -> dict[tuple[str, str], list[int]]:
         for name, version, index, parts in session.execute(query):
             found.setdefault((str(name), str(version)), [0] * BINS)[int(index)] = int(parts)
     return found
+
+
+def validation_quantiles(db: Database) -> dict[tuple[str, str], list[float]]:
+    """The good validation scores' quantiles of each registered model version whose card
+    has them (`metrics.good_score_quantiles`, written by training since the reports' model
+    health); a version without is left out."""
+    found: dict[tuple[str, str], list[float]] = {}
+    query = select(ModelVersionRow.name, ModelVersionRow.version, ModelVersionRow.metrics)
+    with db.read() as session:
+        for name, version, metrics in session.execute(query):
+            quantiles = (metrics or {}).get("good_score_quantiles")
+            if isinstance(quantiles, list) and len(quantiles) >= 2:
+                found[(str(name), str(version))] = [float(q) for q in quantiles]
+    return found
+
+
+def standing_labels(db: Database, result_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """The standing QA label (label, defect class) of each of `result_ids` that has one: the
+    latest label no later label corrects."""
+    if not result_ids:
+        return {}
+    later = aliased(LabelRow)
+    query = (
+        select(LabelRow.result_id, LabelRow.label, LabelRow.defect_class)
+        .where(
+            LabelRow.result_id.in_(result_ids),
+            ~exists().where(later.overrides_label_id == LabelRow.id),
+        )
+        .order_by(LabelRow.id)
+    )
+    with db.read() as session:
+        return {str(r): (str(label), c) for r, label, c in session.execute(query)}

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -19,9 +17,11 @@ from typing import Literal
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from defectlens.inference.reports.calendar import GRAINS
+from defectlens.inference.reports import svg
+from defectlens.inference.reports.calendar import GRAINS, plant_zone
 from defectlens.inference.reports.figures import Counts, ParetoRow, PChart, Trend
 from defectlens.inference.reports.report import Report, ReportRequest
+from defectlens.inference.reports.traceability import TracedPart
 
 Lang = Literal["en", "zh"]
 LANGS: tuple[Lang, ...] = ("en", "zh")
@@ -81,6 +81,45 @@ TEXT: dict[str, dict[Lang, str]] = {
         "zh": "（95%置信区间 {low} 至 {high}；目标 -{target}）",
     },
     "trend_target": {"en": " (target -{target})", "zh": "（目标 -{target}）"},
+    "model_health": {"en": "Model health", "zh": "模型健康状况"},
+    "model": {"en": "Model version", "zh": "模型版本"},
+    "drift": {"en": "Score drift (PSI)", "zh": "分数漂移（PSI）"},
+    "near": {"en": "Near the threshold", "zh": "接近阈值"},
+    "override": {"en": "QA overrides", "zh": "质检推翻率"},
+    "drift_ok": {"en": "ok", "zh": "正常"},
+    "drift_alert": {"en": "ALERT", "zh": "警报"},
+    "drift_unknown": {
+        "en": "no validation scores in its model card",
+        "zh": "模型卡中没有验证分数",
+    },
+    "health_note": {
+        "en": "Score drift compares the production scores with the scores of the good "
+        "validation images (population stability index; alert above {level}). Near the "
+        "threshold: within 0.05 of it. QA overrides: standing QA labels that disagree with "
+        "the verdict, of all labelled parts.",
+        "zh": "分数漂移：生产分数与验证集良品分数的比较（群体稳定性指数，超过 {level} 报警）。"
+        "接近阈值：与阈值相差 0.05 以内。"
+        "质检推翻率：与判定结果不一致的有效质检标注占已标注零件的比例。",
+    },
+    "rules": {"en": "Run rules", "zh": "判异准则"},
+    "rules_note": {
+        "en": "Western Electric rules: 1 one point beyond 3σ; 2 two of three beyond 2σ on "
+        "one side; 3 four of five beyond 1σ on one side; 4 eight in a row on one side.",
+        "zh": "西电判异准则：1 一点超出 3σ；2 连续三点中两点在同侧超出 2σ；"
+        "3 连续五点中四点在同侧超出 1σ；4 连续八点在中心线同侧。",
+    },
+    "rule_points": {"en": "points breaking a run rule", "zh": "违反判异准则的点"},
+    "serial": {"en": "Serial", "zh": "序列号"},
+    "trace": {"en": "Part", "zh": "零件"},
+    "trace_none": {
+        "en": "No inspection of this serial (in the stations this key may read).",
+        "zh": "没有该序列号的检测记录（在此密钥可读的工位中）。",
+    },
+    "received": {"en": "Received", "zh": "接收时间"},
+    "score": {"en": "Score", "zh": "分数"},
+    "label": {"en": "QA label", "zh": "质检标注"},
+    "image": {"en": "Image", "zh": "图像"},
+    "heatmap": {"en": "Heat map", "zh": "热力图"},
     "share_hint": {
         "en": "This page's address, with the filters above, is a link to share. It opens only "
         "with a reports key in the X-API-Key header: in a browser, through the plant's "
@@ -121,14 +160,6 @@ def _signed(value: float) -> str:
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
-
-
-def _svg(figure: Figure) -> str:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    text = buffer.getvalue()
-    # The document's own header and its RDF metadata (creator, date) are not needed inline.
-    return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)
 
 
 def rate_chart(rows: Sequence[Counts]) -> Figure:
@@ -207,7 +238,7 @@ def _pareto_section(rows: list[ParetoRow], title: str, lang: Lang) -> str:
         for r in rows
     )
     return (
-        f"<h2>{title}</h2><div class=chart>{_svg(pareto_chart(rows))}</div>"
+        f"<h2>{title}</h2><div class=chart>{_pareto_svg(rows, lang)}</div>"
         f"<table><tr>{head}</tr>{body}</table>"
     )
 
@@ -234,6 +265,75 @@ def _trend_table(trends: list[Trend], lang: Lang) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _rate_svg(rows: Sequence[Counts], lang: Lang) -> str:
+    return svg.bar_chart(
+        [c.key for c in rows],
+        [
+            svg.Point(
+                None if c.ng_rate is None else 100 * c.ng_rate,
+                f"{c.key}: {t('ng_rate', lang)} {_pct(c.ng_rate)} ({c.ng:,} / {c.parts:,})",
+            )
+            for c in rows
+        ],
+        t("ng_rate", lang),
+    )
+
+
+def _pareto_svg(rows: Sequence[ParetoRow], lang: Lang) -> str:
+    return svg.pareto_chart(
+        [r.defect_class for r in rows],
+        [
+            svg.Point(float(r.count), f"{r.defect_class}: {r.count:,} ({_pct(r.share)})")
+            for r in rows
+        ],
+        [r.cumulative for r in rows],
+        t("count", lang),
+        t("cumulative", lang),
+    )
+
+
+def _p_chart_svg(chart: PChart, lang: Lang) -> str:
+    def percent(value: float | None) -> float | None:
+        return None if value is None else 100 * value
+
+    points = []
+    for p in chart.points:
+        tip = f"{p.label}: {_pct(p.p)} ({p.ng:,} / {p.n:,}); {_pct(p.lcl)} – {_pct(p.ucl)}"
+        if p.out_of_control:
+            tip += f"; {t('out', lang)}"
+        if p.rules:
+            tip += f"; {t('rules', lang)} {', '.join(str(r) for r in p.rules)}"
+        marked = "out" if p.out_of_control else "rule" if p.rules else ""
+        points.append(svg.ControlPoint(percent(p.p), percent(p.lcl), percent(p.ucl), tip, marked))
+    return svg.control_chart(
+        [p.label for p in chart.points], points, percent(chart.centre), t("ng_rate", lang)
+    )
+
+
+def _health_section(report: Report, lang: Lang) -> str:
+    head = "".join(
+        f"<th>{t(k, lang)}</th>" for k in ("model", "parts", "ng_rate", "near", "override", "drift")
+    )
+    body = ""
+    for m in report.model_health:
+        if m.drift is None:
+            drift = f"<span class=muted>{t('drift_unknown', lang)}</span>"
+        else:
+            word = t("drift_alert", lang) if m.alert else t("drift_ok", lang)
+            drift = f"<span class={'bad' if m.alert else 'good'}>{m.drift:.3f} {word}</span>"
+        body += (
+            f"<tr><td>{html.escape(m.model_name)} {html.escape(m.model_version)}</td>"
+            f"<td>{m.parts:,}</td><td>{_pct(m.ng_rate)}</td>"
+            f"<td>{_pct(m.near_threshold_share)}</td><td>{_pct(m.override_rate)}</td>"
+            f"<td>{drift}</td></tr>"
+        )
+    note = t("health_note", lang).format(level=f"{report.drift_alert:g}")
+    return (
+        f"<h2>{t('model_health', lang)}</h2><table><tr>{head}</tr>{body}</table>"
+        f"<p class=muted>{html.escape(note)}</p>"
+    )
+
+
 STYLE = """
 body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px;
 color:#222;max-width:1100px}
@@ -246,12 +346,64 @@ text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4
 .chart svg{width:100%;height:auto}.good{color:#1e8449}.bad{color:#c0392b}
 form{background:#f7f7f7;padding:8px 12px;border-radius:6px}form label{margin-right:10px}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:0 32px}
+.trace img{display:block;max-height:90px;width:auto}
 """
 
 
-def html_report(report: Report, lang: Lang = "en", form: str = "") -> str:
+def traced_section(serial: str, parts: Sequence[TracedPart], zone: str, lang: Lang) -> str:
+    """Every inspection of one serial: time (plant zone), station, line, product, verdict,
+    score, model version, standing QA label, and the image and heat map if kept."""
+    title = f"<h2>{t('trace', lang)} {html.escape(serial)}</h2>"
+    if not parts:
+        return f"{title}<p class=muted>{t('trace_none', lang)}</p>"
+    head = "".join(
+        f"<th>{t(k, lang)}</th>"
+        for k in (
+            "received", "station", "line", "by_product", "verdict", "score", "model", "label",
+            "image", "heatmap",
+        )
+    )  # fmt: skip
+    local = plant_zone(zone)
+    rows = ""
+    for part in parts:
+        r = part.result
+        label = "–" if part.label is None else " ".join(x for x in part.label if x)
+        images = "".join(
+            f'<td><a href="{html.escape(url)}"><img src="{html.escape(url)}" alt="{alt}" '
+            f'loading="lazy" width="120"></a></td>'
+            if url
+            else "<td>–</td>"
+            for url, alt in ((r.image_url, t("image", lang)), (r.heatmap_url, t("heatmap", lang)))
+        )
+        cells = (
+            r.received_at.astimezone(local).strftime("%Y-%m-%d %H:%M:%S"),
+            r.station,
+            r.line or "–",
+            r.product or "–",
+            r.verdict,
+            f"{r.score:.3f}",
+            f"{r.model.name} {r.model.version}",
+            label,
+        )
+        verdict_class = "bad" if r.verdict == "NG" else "good"
+        rows += (
+            "<tr>"
+            + "".join(
+                f"<td class={verdict_class}>{html.escape(c)}</td>"
+                if i == 4
+                else f"<td>{html.escape(c)}</td>"
+                for i, c in enumerate(cells)
+            )
+            + images
+            + "</tr>"
+        )
+    return f"{title}<table class=trace><tr>{head}</tr>{rows}</table>"
+
+
+def html_report(report: Report, lang: Lang = "en", form: str = "", trace: str = "") -> str:
     """The whole report as one HTML document with no external assets; `form`, if given, is
-    the reports page's filter form, put under the title."""
+    the reports page's filter form, put under the title, and `trace` a part's inspections
+    (`traced_section`) under it."""
     request = report.request
     where = " · ".join(
         part
@@ -278,6 +430,7 @@ def html_report(report: Report, lang: Lang = "en", form: str = "") -> str:
         f"{t('baseline', lang)} {report.baseline[0]} – {report.baseline[1]} · "
         f"{t('zone', lang)} {html.escape(report.timezone)} {html.escape(where)}</p>",
         form,
+        trace,
         f"<div class=cards>{cards}</div>",
         f"<h2>{t('trend', lang)}</h2><p class={trend_class}>"
         f"{html.escape(trend_sentence(trend, lang))}</p>",
@@ -286,7 +439,7 @@ def html_report(report: Report, lang: Lang = "en", form: str = "") -> str:
     if report.total.parts == 0:
         sections.append(f"<p>{t('none', lang)}</p>")
     sections += [
-        f"<h2>{t('by_period', lang)}</h2><div class=chart>{_svg(rate_chart(report.by_period))}"
+        f"<h2>{t('by_period', lang)}</h2><div class=chart>{_rate_svg(report.by_period, lang)}"
         f"</div>",
         "<div class=grid><div>",
         f"<h2>{t('by_line', lang)}</h2>",
@@ -302,12 +455,17 @@ def html_report(report: Report, lang: Lang = "en", form: str = "") -> str:
         _pareto_section(report.pareto_model, t("pareto_model", lang), lang),
         _pareto_section(report.pareto_qa, t("pareto_qa", lang), lang),
     ]
+    sections.append(_health_section(report, lang))
+    if request.run_rules:
+        sections.append(f"<p class=muted>{t('rules_note', lang)}</p>")
     for station, chart in report.p_charts.items():
         out = sum(p.out_of_control for p in chart.points)
+        broken = sum(bool(p.rules) for p in chart.points)
+        rules = f" · {t('rule_points', lang)}: {broken}" if request.run_rules else ""
         sections.append(
             f"<h2>{t('p_chart', lang)} · {html.escape(station)}</h2>"
-            f"<p class=muted>p̄ {_pct(chart.centre)} · {t('out', lang)}: {out}</p>"
-            f"<div class=chart>{_svg(p_chart_figure(chart))}</div>"
+            f"<p class=muted>p̄ {_pct(chart.centre)} · {t('out', lang)}: {out}{rules}</p>"
+            f"<div class=chart>{_p_chart_svg(chart, lang)}</div>"
         )
     body = "\n".join(sections)
     return (
@@ -360,6 +518,15 @@ def write_pdf(report: Report, path: Path) -> None:
                 f"  {c.key:<16} parts {c.parts:>8,}  NG rate {_pct(c.ng_rate):>6}"
                 for c in report.by_shift
             ),
+            "",
+            f"Model health (score drift alert above {report.drift_alert:g}):",
+            *(
+                f"  {m.model_version:<24} parts {m.parts:>8,}  near threshold "
+                f"{_pct(m.near_threshold_share):>6}  QA overrides {_pct(m.override_rate):>6}  "
+                + ("drift unknown" if m.drift is None else f"drift {m.drift:.3f}")
+                + ("  ALERT" if m.alert else "")
+                for m in report.model_health
+            ),
         ]
         summary.text(0.06, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=9)
         pdf.savefig(summary)
@@ -374,7 +541,9 @@ def write_pdf(report: Report, path: Path) -> None:
             pdf.savefig(figure, bbox_inches="tight")
 
 
-def filter_form(request: ReportRequest, lang: Lang, action: str = "/reports") -> str:
+def filter_form(
+    request: ReportRequest, lang: Lang, action: str = "/reports", serial: str | None = None
+) -> str:
     """The reports page's filters: a plain GET form, so a filtered page is a link to share,
     and a hint that the link needs the key (a browser sends it through a reverse proxy)."""
 
@@ -397,7 +566,11 @@ def filter_form(request: ReportRequest, lang: Lang, action: str = "/reports") ->
         + field("line", t("line", lang), request.line)
         + field("station", t("station", lang), request.station)
         + f'<label>{t("grain", lang)} <select name="grain">{grains}</select></label>'
+        + f'<label>{t("rules", lang)} <input type="checkbox" name="rules" value="true"'
+        + (" checked" if request.run_rules else "")
+        + "></label>"
         + f'<label><select name="lang">{langs}</select></label>'
+        + field("serial", t("serial", lang), serial, "search")
         + f'<button type="submit">{t("filters", lang)}</button></form>'
         + f"<p class=muted>{t('share_hint', lang)}</p>"
     )

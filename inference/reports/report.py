@@ -28,6 +28,7 @@ from defectlens.inference.reports.figures import (
     pareto,
     trend,
 )
+from defectlens.inference.reports.model_health import ModelHealth, model_health
 from defectlens.inference.store import Database
 from defectlens.settings import Settings
 
@@ -51,6 +52,8 @@ class ReportRequest:
     baseline_first: date | None = None
     baseline_last: date | None = None
     """Default: as many days, just before `first`."""
+    run_rules: bool = False
+    """Mark the p-chart points that complete a Western Electric run rule (1-4)."""
 
     def baseline(self) -> tuple[date, date]:
         if self.baseline_first is not None and self.baseline_last is not None:
@@ -75,6 +78,9 @@ class Report:
     p_charts: dict[str, PChart]
     trend: Trend
     station_trends: list[Trend] = field(default_factory=list)
+    model_health: list[ModelHealth] = field(default_factory=list)
+    drift_alert: float = 0.25
+    """The score drift above which a model version is flagged (DEFECTLENS_DRIFT_ALERT)."""
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """Every table of the report as rows of plain values (CSV and JSON)."""
@@ -106,6 +112,7 @@ class Report:
                 for point in chart.points
             ],
             "trend": trends([self.trend, *self.station_trends]),
+            "model_health": [asdict(m) for m in self.model_health],
         }
 
 
@@ -166,7 +173,7 @@ def build_report(db: Database, settings: Settings, request: ReportRequest) -> Re
         pareto_model=pareto(queries.model_defect_classes(db, scope)),
         pareto_qa=pareto(queries.qa_defect_classes(db, scope)),
         p_charts={
-            station: p_chart(subgroups)
+            station: p_chart(subgroups, run_rules=request.run_rules)
             for station, subgroups in queries.by_station_and_period(
                 db, scope, chart_periods
             ).items()
@@ -176,4 +183,21 @@ def build_report(db: Database, settings: Settings, request: ReportRequest) -> Re
             trend(c, base_by_station.get(c.key, Counts(c.key, 0, 0, 0, 0)), target)
             for c in by_station
         ],
+        model_health=models_health(db, scope, settings.drift_alert),
+        drift_alert=settings.drift_alert,
     )
+
+
+def models_health(db: Database, scope: queries.Scope, alert_level: float) -> list[ModelHealth]:
+    """The health of each model version that inspected parts in `scope`."""
+    bins = queries.score_bins(db, scope)
+    quantiles = queries.validation_quantiles(db)
+    return [
+        model_health(
+            counts,
+            bins.get((counts.model_name, counts.model_version), []),
+            quantiles.get((counts.model_name, counts.model_version)),
+            alert_level,
+        )
+        for counts in queries.by_model(db, scope)
+    ]

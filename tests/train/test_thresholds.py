@@ -15,6 +15,7 @@ from defectlens.train.thresholds import (
     calibrate,
     choose_threshold,
     good_images_needed,
+    good_score_quantiles,
     normalise,
     sigmoid_scale,
     target_frr,
@@ -274,3 +275,22 @@ def test_good_images_needed(target: float, needed: int | None) -> None:
         ranks = list(range(needed))
         assert sum(s >= target_frr(ranks, target) for s in ranks) == 1
         assert sum(s >= target_frr(ranks[1:], target) for s in ranks[1:]) == 0
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        ([i / 10 for i in range(21)], [i / 10 for i in range(21)]),  # one score a quantile
+        ([0.1, 0.3], [round(0.1 + 0.01 * i, 6) for i in range(21)]),  # linear between
+        ([0.2] * 5, [0.2] * 21),
+    ],
+)
+def test_good_score_quantiles(scores: list[float], expected: list[float]) -> None:
+    assert good_score_quantiles(scores) == pytest.approx(expected)
+
+
+def test_good_score_quantiles_need_finite_scores() -> None:
+    with pytest.raises(InputError, match="finite"):
+        good_score_quantiles([])
+    with pytest.raises(InputError, match="finite"):
+        good_score_quantiles([0.1, float("nan")])

@@ -13,8 +13,15 @@ from defectlens.inference.api.auth import Caller, Role
 from defectlens.inference.api.dependencies import Service, require
 from defectlens.inference.api.errors import Forbidden
 from defectlens.inference.reports.calendar import Grain
-from defectlens.inference.reports.render import Lang, filter_form, html_report, trend_sentence
+from defectlens.inference.reports.render import (
+    Lang,
+    filter_form,
+    html_report,
+    traced_section,
+    trend_sentence,
+)
 from defectlens.inference.reports.report import ReportRequest, build_report, last_days
+from defectlens.inference.reports.traceability import parts_by_serial
 
 REPORTS: frozenset[Role] = frozenset({"manager", "qa"})
 """Who reads reports (and admin)."""
@@ -36,6 +43,7 @@ def report_request(
     line: str | None = None,
     station: str | None = None,
     grain: Grain = "day",
+    rules: Annotated[bool, Query(description="mark Western Electric run rules")] = False,
 ) -> ReportRequest:
     """The filters both report routes share, as a request within the caller's stations
     (default: the last 7 days)."""
@@ -46,7 +54,12 @@ def report_request(
         )
     default_first, default_last = last_days(service.settings)
     return ReportRequest(
-        first or default_first, last or default_last, line or None, station or None, grain
+        first or default_first,
+        last or default_last,
+        line or None,
+        station or None,
+        grain,
+        run_rules=rules,
     )
 
 
@@ -55,13 +68,23 @@ Filters = Annotated[ReportRequest, Depends(report_request)]
 
 @router.get("/reports", response_class=HTMLResponse)
 def reports_page(
-    service: Service, filters: Filters, lang: Literal["en", "zh"] = "en"
+    service: Service,
+    caller: Manager,
+    filters: Filters,
+    lang: Literal["en", "zh"] = "en",
+    serial: Annotated[str | None, Query(max_length=128, description="a part to trace")] = None,
 ) -> HTMLResponse:
     """The reports page: NG rate and first-pass yield by line, station, product and shift,
-    Pareto of defect classes, p-charts, and the trend against the baseline."""
+    Pareto of defect classes, p-charts, model health, the trend against the baseline, and
+    with `serial` every inspection of that part."""
     report = build_report(service.store.db, service.settings, filters)
     chosen: Lang = lang
-    return HTMLResponse(html_report(report, chosen, filter_form(report.request, chosen)))
+    trace = ""
+    if serial and serial.strip():
+        parts = parts_by_serial(service.store, serial, caller.stations)
+        trace = traced_section(serial.strip(), parts, service.settings.timezone, chosen)
+    form = filter_form(report.request, chosen, serial=serial)
+    return HTMLResponse(html_report(report, chosen, form, trace))
 
 
 @router.get("/v1/reports")

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,49 @@ def test_both_routes_read_the_same_filters(client: tuple[TestClient, dict[str, s
     def query(path: str) -> set[str]:
         return {p["name"] for p in paths[path]["get"]["parameters"] if p["in"] == "query"}
 
-    filters = {"from", "to", "line", "station", "grain"}
+    filters = {"from", "to", "line", "station", "grain", "rules"}
     assert query("/v1/reports") == filters
-    assert query("/reports") == {*filters, "lang"}
+    assert query("/reports") == {*filters, "lang", "serial"}
+
+
+def test_a_part_traced_by_serial_run_rules_and_model_health(
+    client: tuple[TestClient, dict[str, str]], seed: Seed
+) -> None:
+    http, keys = client
+    first = seed(datetime(2026, 5, 12, 1, 0, tzinfo=UTC), "NG", serial="TR-7", score=0.81)
+    seed(
+        datetime(2026, 5, 12, 2, 30, tzinfo=UTC),
+        "OK",
+        serial="TR-7",
+        label=("NG", "scratch"),
+        model_version="v2",
+    )
+    manager = {"X-API-Key": keys["manager"]}
+    page = http.get("/reports", params={**WEEK, "serial": " TR-7 "}, headers=manager).text
+    trace = page[page.index("<h2>Part TR-7</h2>") :].split("</table>")[0]
+    # Newest first, in the plant's time (Shanghai, UTC+8), with the standing QA label.
+    assert trace.index("2026-05-12 10:30:00") < trace.index("2026-05-12 09:00:00")
+    assert "m v2" in trace and "NG scratch" in trace and "0.810" in trace
+    assert "<img" not in trace and first not in trace  # no image kept: no link to one
+    chinese = http.get("/reports", params={**WEEK, "serial": "TR-7", "lang": "zh"}, headers=manager)
+    assert "<h2>零件 TR-7</h2>" in chinese.text and "质检标注" in chinese.text
+    nothing = http.get("/reports", params={**WEEK, "serial": "NOPE"}, headers=manager).text
+    assert "No inspection of this serial" in nothing
+    scoped = {"X-API-Key": keys["S2-manager"]}  # TR-7 went through S1 only
+    hidden = http.get(
+        "/reports", params={**WEEK, "station": "S2", "serial": "TR-7"}, headers=scoped
+    )
+    assert "No inspection of this serial" in hidden.text and "TR-7</td>" not in hidden.text
+    too_long = http.get("/reports", params={**WEEK, "serial": "x" * 129}, headers=manager)
+    assert too_long.status_code == 422
+    assert "Western Electric" not in page
+    ruled = http.get("/reports", params={**WEEK, "rules": "true"}, headers=manager).text
+    assert "Western Electric rules" in ruled and "points breaking a run rule" in ruled
+    assert 'name="rules" value="true" checked' in ruled
+    # Model health: v2 has one part; no model card with validation scores is registered.
+    assert "Model health" in page and "no validation scores in its model card" in page
+    health = http.get("/v1/reports", params=WEEK, headers=manager).json()["tables"]
+    assert {(m["model_version"], m["parts"]) for m in health["model_health"]} >= {("v2", 1)}
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,8 @@ BUCKET_S = 900
 NEAR = 0.05
 """A part is near the threshold when its score is within this of it (normalised units)."""
 BINS = 40
-BIN_WIDTH = 0.05
+BINS_PER_UNIT = 20
+"""Score bins are 1/20 = 0.05 wide (scores times 20: exact for the bin edges, unlike / 0.05)."""
 UNSPECIFIED = "(unspecified)"
 COUNT_KEYS = "bucket, station, line, product, model_name, model_version"
 DEFECT_KEYS = "bucket, station, line, product, source, defect_class"
@@ -69,8 +70,8 @@ def _bucket(dialect: str, at: str) -> str:
 def _bin(dialect: str, score: str) -> str:
     # CAST truncates towards zero: the same as floor for the bins kept, 0 for any below.
     if dialect == "sqlite":
-        return f"min(max(CAST({score} / {BIN_WIDTH} AS INTEGER), 0), {BINS - 1})"
-    return f"LEAST(GREATEST(CAST(trunc({score} / {BIN_WIDTH}) AS INTEGER), 0), {BINS - 1})"
+        return f"min(max(CAST({score} * {BINS_PER_UNIT} AS INTEGER), 0), {BINS - 1})"
+    return f"LEAST(GREATEST(CAST(trunc({score} * {BINS_PER_UNIT}) AS INTEGER), 0), {BINS - 1})"
 
 
 def _first(r: str) -> str:
