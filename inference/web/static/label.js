@@ -203,7 +203,7 @@ async function save() {
     regions.push({ class: state.defectClass, box: bounds, mask_png: await maskPng() });
   }
   if (state.verdict === "OK" && regions.length) throw new Error(t("label.ok_with_regions"));
-  await api("PUT", `/v1/labels/results/${encodeURIComponent(part.result_id)}`, {
+  await api("POST", `/v1/labels/results/${encodeURIComponent(part.result_id)}`, {
     verdict: state.verdict,
     defect_class: state.verdict === "NG" ? state.defectClass : null,
     regions,

@@ -1,0 +1,262 @@
+"""The QA engineer's loop end to end in a real browser: Playwright drives Debian's chromium
+(by its executable path; nothing is downloaded) against a real `defectlens serve` with the
+session's small model on station s1 and parts posted by the line: sign in, open the queue,
+label a part OK, draw a box on another, freeze a dataset, compare a candidate, run it in
+shadow on a few parts, promote it from the compare page, and see the service answer with
+the new version; the audit page shows who did it. A screenshot of each page, in English and
+Chinese, is saved under build/test-artifacts/pages/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from defectlens.inference.service.deployments import register_model_dir
+from defectlens.inference.store import Store, open_database
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "build" / "test-artifacts" / "pages"
+STATION = "s1"
+
+
+@dataclass
+class Running:
+    url: str
+    keys: dict[str, str]
+    versions: list[int]
+    """Registered model version ids: the production one (promoted on s1) and the candidate."""
+
+    def post_part(self, image: bytes, serial: str) -> dict[str, object]:
+        answer = httpx.post(
+            f"{self.url}/v1/inspect",
+            params={"station": STATION, "serial": serial},
+            content=image,
+            headers={"X-API-Key": self.keys["line"], "Content-Type": "image/png"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        result: dict[str, object] = answer.json()
+        return result
+
+    def get(self, path: str, role: str = "qa") -> object:
+        answer = httpx.get(f"{self.url}{path}", headers={"X-API-Key": self.keys[role]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def running(tmp_path: Path, model_versions: list[Path]) -> Iterator[Running]:
+    """`defectlens serve` on a fresh workspace: s1 runs the first version, the second is
+    registered as a candidate, a key per role; every OK image is kept (to label them)."""
+    home = tmp_path / "home"
+    models = home / "models"
+    copies = [Path(shutil.copytree(d, models / d.parent.name / d.name)) for d in model_versions]
+    store = Store(open_database(f"sqlite:///{home / 'defectlens.db'}"))
+    store.ensure_station(STATION, line="L1")
+    versions = [register_model_dir(store, copy).id for copy in copies]
+    store.promote(STATION, versions[0], actor="setup")
+    keys = {role: store.create_key(role, f"e2e-{role}")[1] for role in ("qa", "line")}
+    store.db.close()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DEFECTLENS_HOME": str(home),
+        "DEFECTLENS_PORT": str(port),
+        "DEFECTLENS_KEEP_OK_FRACTION": "1.0",
+        "DEFECTLENS_DEPLOYMENT_POLL_S": "0.5",
+        "DEFECTLENS_KEY_CACHE_S": "0",
+        "DEFECTLENS_LOG_FORMAT": "text",
+    }
+    log = tmp_path / "serve.log"
+    binary = str(Path(sys.executable).with_name("defectlens"))
+    with log.open("wb") as out:
+        process = subprocess.Popen([binary, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"serve did not start: {log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield Running(url, keys, versions)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_the_qa_loop_in_a_real_browser(
+    running: Running, part_images: dict[str, list[Path]]
+) -> None:
+    if not Path(CHROMIUM).exists():
+        message = "no chromium: apt-get install chromium (or `bash scripts/dev.sh setup`)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    defect_kinds = [k for k in part_images if k not in ("train", "good")]
+    ng = running.post_part(part_images[defect_kinds[0]][0].read_bytes(), "SN-NG-1")
+    ok = running.post_part(part_images["train"][0].read_bytes(), "SN-OK-1")
+    assert (ng["verdict"], ok["verdict"]) == ("NG", "OK")
+
+    with playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def shot(name: str) -> None:
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+        # Sign in: the queue redirects there first.
+        page.goto(f"{running.url}/review")
+        assert "/signin?next=" in page.url
+        shot("signin-en")
+        page.fill("#key", running.keys["qa"])
+        page.click("#signin-submit")
+        page.wait_for_url(f"{running.url}/review")
+
+        # The queue: the NG part first (it has the most to teach), the OK part after it.
+        tiles = page.locator("#gallery li")
+        assert tiles.nth(0).get_attribute("data-result") == ng["result_id"]
+        assert ok["result_id"] in [tiles.nth(i).get_attribute("data-result") for i in range(2)]
+        shot("review-en")
+        page.goto(f"{running.url}/review?lang=zh")
+        shot("review-zh")
+        page.goto(f"{running.url}/review?lang=en")
+
+        # Label the OK part OK with the keyboard: O, then Enter (save and next).
+        page.goto(f"{running.url}/review/{ok['result_id']}")
+        page.wait_for_selector("#labeller[data-ready=true]")
+        shot("label-en")
+        page.keyboard.press("o")
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url: ok["result_id"] not in url)
+        labelled = running.get("/v1/review?order=newest&labelled=true")
+        assert [(i["result_id"], i["label"]) for i in labelled["items"]] == [  # type: ignore[index]
+            (ok["result_id"], "OK")
+        ]
+
+        # Draw a box on the NG part, with the model's overlay shown, and save it.
+        page.goto(f"{running.url}/review/{ng['result_id']}")
+        page.wait_for_selector("#labeller[data-ready=true]")
+        page.keyboard.press("h")
+        page.keyboard.press("b")
+        box = page.locator("#canvas").bounding_box()
+        assert box is not None
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 60, y - 40)
+        page.mouse.down()
+        page.mouse.move(x + 50, y + 45, steps=5)
+        page.mouse.up()
+        assert "[" in page.locator("#regions").inner_text()
+        shot("label-box-en")
+        page.goto(f"{running.url}/review/{ng['result_id']}?lang=zh")
+        page.wait_for_selector("#labeller[data-ready=true]")
+        page.keyboard.press("b")
+        page.mouse.move(x - 60, y - 40)
+        page.mouse.down()
+        page.mouse.move(x + 50, y + 45, steps=5)
+        page.mouse.up()
+        shot("label-box-zh")
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url: ng["result_id"] not in url)
+        page.goto(f"{running.url}/review?lang=en")
+        samples = running.get("/v1/labels/samples?labelled=true")
+        regions = {
+            s["result_id"]: s["label"]["regions"]  # type: ignore[index]
+            for s in samples["items"]  # type: ignore[index]
+        }
+        assert len(regions[ng["result_id"]]) == 1 and regions[ok["result_id"]] == []
+        x0, y0, x1, y1 = regions[ng["result_id"]][0]["box"]
+        assert x1 - x0 > 5 and y1 - y0 > 5
+
+        # Freeze a dataset version of the labels.
+        page.goto(f"{running.url}/datasets")
+        page.fill("#freeze input[name=name]", "e2e")
+        page.click("#freeze-submit")
+        page.wait_for_selector("#versions tr[data-version]")
+        shot("datasets-en")
+        page.goto(f"{running.url}/datasets?lang=zh")
+        shot("datasets-zh")
+        page.goto(f"{running.url}/jobs?lang=en")
+        page.wait_for_selector("#jobs tbody tr")
+        shot("jobs-en")
+
+        # Compare the candidate with production on the station's labelled parts.
+        candidate = running.versions[1]
+        page.goto(f"{running.url}/compare")
+        page.select_option("#compare select[name=candidate_version_id]", str(candidate))
+        page.click("#compare-submit")
+        page.wait_for_selector("#compare-figures")
+        shot("compare-en")
+
+        # Shadow: the candidate beside s1's model on a few live parts; agreement and
+        # disagreements on the page, then promote it from there.
+        page.select_option("#shadow select[name=model_version_id]", str(candidate))
+        page.click("#shadow-submit")
+        page.wait_for_selector("#shadow-agreement")
+        for n, image in enumerate(part_images["good"][:3]):
+            running.post_part(image.read_bytes(), f"SN-SH-{n}")
+        deadline = time.monotonic() + 60
+        while True:
+            page.reload()
+            page.wait_for_selector("#shadow-agreement")
+            text = page.locator("#shadow-agreement").inner_text()
+            if text.startswith("3 parts shadowed"):
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.5)
+        shot("shadow-en")
+        page.goto(f"{running.url}/compare?lang=zh")
+        page.wait_for_selector("#shadow-agreement")
+        shot("compare-zh")
+        page.goto(f"{running.url}/compare?lang=en")
+        page.wait_for_selector("#shadow-promote")
+        page.click("#shadow-promote")
+        page.wait_for_selector("#notice:not([hidden])")
+        assert "now runs" in page.locator("#notice").inner_text()
+
+        # The service answers with the new version.
+        served = running.post_part(part_images["train"][1].read_bytes(), "SN-AFTER")
+        promoted = running.get("/v1/models")
+        by_id = {v["id"]: v for v in promoted}  # type: ignore[union-attr]
+        assert served["model"]["version"] == by_id[candidate]["version"]  # type: ignore[index]
+
+        # The models page and the audit page say who did it.
+        page.goto(f"{running.url}/models")
+        shot("models-en")
+        page.goto(f"{running.url}/audit")
+        audit = page.locator("#audit").inner_text()
+        assert "promote" in audit and "shadow.start" in audit
+        shot("audit-en")
+        page.goto(f"{running.url}/audit?lang=zh")
+        shot("audit-zh")
+        browser.close()
+    assert errors == [], errors
