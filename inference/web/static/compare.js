@@ -8,7 +8,7 @@ function number(value) { return typeof value === "number" ? value.toFixed(4) : "
 
 /** Both ROC curves as an inline SVG (no library). */
 function rocSvg(figures) {
-  const size = 260, pad = 30;
+  const size = 260, pad = 34;
   const line = (roc, color) => roc && roc.fpr ? `<polyline fill="none" stroke="${color}" stroke-width="2" points="${roc.fpr.map((f, i) => `${pad + f * size},${pad + size - roc.tpr[i] * size}`).join(" ")}"/>` : "";
   return `<svg class="roc" width="${size + 2 * pad}" height="${size + 2 * pad}" role="img" aria-label="ROC">
     <rect x="${pad}" y="${pad}" width="${size}" height="${size}" fill="#fff" stroke="#999"/>
@@ -16,8 +16,10 @@ function rocSvg(figures) {
     ${line(figures.production.roc, "#5d6d7e")}${line(figures.candidate.roc, "#c0392b")}
     <text x="${pad}" y="${pad + size + 20}" font-size="11">${esc(t("compare.fpr"))}</text>
     <text x="4" y="${pad - 8}" font-size="11">${esc(t("compare.tpr"))}</text>
-    <text x="${pad + size - 110}" y="${pad + size - 24}" font-size="11" fill="#5d6d7e">${esc(t("compare.production"))}</text>
-    <text x="${pad + size - 110}" y="${pad + size - 10}" font-size="11" fill="#c0392b">${esc(t("compare.candidate"))}</text></svg>`;
+    <line x1="${pad + size - 130}" y1="${pad + size - 28}" x2="${pad + size - 114}" y2="${pad + size - 28}" stroke="#5d6d7e" stroke-width="2"/>
+    <text x="${pad + size - 110}" y="${pad + size - 24}" font-size="11" fill="#5d6d7e">${esc(t("compare.production"))} ${number(figures.production.auroc)}</text>
+    <line x1="${pad + size - 130}" y1="${pad + size - 14}" x2="${pad + size - 114}" y2="${pad + size - 14}" stroke="#c0392b" stroke-width="2"/>
+    <text x="${pad + size - 110}" y="${pad + size - 10}" font-size="11" fill="#c0392b">${esc(t("compare.candidate"))} ${number(figures.candidate.auroc)}</text></svg>`;
 }
 
 function showComparison(comparison) {
@@ -38,7 +40,7 @@ function showComparison(comparison) {
     <div class="row"><table class="grid" id="compare-figures" style="width:auto"><thead><tr><th></th><th>${esc(t("compare.production"))}</th><th>${esc(t("compare.candidate"))}</th></tr></thead><tbody>${rows}</tbody></table>
     <div class="svgchart">${rocSvg(f)}</div></div>
     <h2>${esc(t("compare.changed", { count: f.changed_count }))}</h2>
-    <table class="grid"><thead><tr><th>${esc(t("compare.part"))}</th><th>${esc(t("review.label"))}</th><th>${esc(t("compare.production"))}</th><th>${esc(t("compare.candidate"))}</th></tr></thead><tbody>${changed}</tbody></table>`;
+    <table class="grid"><thead><tr><th>${esc(t("compare.part"))}</th><th>${esc(t("compare.label"))}</th><th>${esc(t("compare.production"))}</th><th>${esc(t("compare.candidate"))}</th></tr></thead><tbody>${changed || `<tr><td colspan="4" class="small">${esc(t("compare.none_changed"))}</td></tr>`}</tbody></table>`;
   return true;
 }
 
@@ -62,6 +64,7 @@ compare.addEventListener("submit", async (event) => {
 // --- shadow mode ---------------------------------------------------------------------------
 const shadow = document.getElementById("shadow");
 const runs = document.querySelector("#shadow-runs tbody");
+const versionNames = Object.fromEntries([...shadow.querySelectorAll("select[name=model_version_id] option")].map((o) => [o.value, o.textContent]));
 
 shadow.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -105,9 +108,9 @@ async function showRun(id) {
 
 async function refreshRuns(show) {
   const list = await api("GET", "/v1/shadow");
-  runs.innerHTML = list.map((r) => `<tr><td><a href="#" data-run="${r.id}">${r.id}</a></td><td>${esc(r.station)}</td><td>${r.model_version_id}</td>`
-    + `<td>${r.seen}</td><td>${r.active ? esc(t("shadow.active")) : esc(t("shadow.stopped"))}</td><td></td></tr>`).join("")
-    || `<tr><td colspan="6" class="small">${esc(t("shadow.none"))}</td></tr>`;
+  runs.innerHTML = list.map((r) => `<tr><td><a href="#" data-run="${r.id}">${r.id}</a></td><td>${esc(r.station)}</td><td>${esc(versionNames[r.model_version_id] || r.model_version_id)}</td>`
+    + `<td>${r.seen}</td><td>${r.active ? esc(t("shadow.active")) : esc(t("shadow.stopped"))}</td></tr>`).join("")
+    || `<tr><td colspan="5" class="small">${esc(t("shadow.none"))}</td></tr>`;
   const id = show ?? shown ?? (list[0] && list[0].id);
   if (id != null) await showRun(id);
 }

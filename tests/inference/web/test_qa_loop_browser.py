@@ -1,7 +1,8 @@
 """The QA engineer's loop end to end in a real browser: Playwright drives Debian's chromium
 (by its executable path; nothing is downloaded) against a real `defectlens serve` with the
 session's small model on station s1 and parts posted by the line: sign in, open the queue,
-label a part OK, draw a box on another, freeze a dataset, compare a candidate, run it in
+label a part OK, draw a box on another, freeze a dataset, start a retrain on a tiny
+generated set and watch it finish, compare the model it made with production, run it in
 shadow on a few parts, promote it from the compare page, and see the service answer with
 the new version; the audit page shows who did it. A screenshot of each page, in English and
 Chinese, is saved under build/test-artifacts/pages/.
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from defectlens.datasets.synthetic import generate_dataset
 from defectlens.inference.service.deployments import register_model_dir
 from defectlens.inference.store import Store, open_database
 
@@ -30,14 +33,15 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "build" / "test-artifacts" / "pages"
 STATION = "s1"
+pytestmark = pytest.mark.slow  # a retrain runs in the service's training worker
 
 
 @dataclass
 class Running:
     url: str
     keys: dict[str, str]
-    versions: list[int]
-    """Registered model version ids: the production one (promoted on s1) and the candidate."""
+    version: int
+    """The model version s1 runs at the start."""
 
     def post_part(self, image: bytes, serial: str) -> dict[str, object]:
         answer = httpx.post(
@@ -64,16 +68,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def running(tmp_path: Path, model_versions: list[Path]) -> Iterator[Running]:
-    """`defectlens serve` on a fresh workspace: s1 runs the first version, the second is
-    registered as a candidate, a key per role; every OK image is kept (to label them)."""
+def running(tmp_path: Path, trained_model: Path, small_recipe: Path) -> Iterator[Running]:
+    """`defectlens serve` on a fresh workspace: s1 runs the session's small model, a key per
+    role, every OK image kept (to label them); a tiny recipe (64 px) under recipes/ and tiny
+    generated parts under data/, for a retrain that takes seconds."""
     home = tmp_path / "home"
-    models = home / "models"
-    copies = [Path(shutil.copytree(d, models / d.parent.name / d.name)) for d in model_versions]
+    copy = Path(shutil.copytree(trained_model, home / "models" / "test-parts" / trained_model.name))
+    recipe = yaml.safe_load(small_recipe.read_text())
+    recipe.update(name="retrained", image_size=64)
+    recipe["threshold"] = {"policy": "target_frr", "target": 0.2, "good_holdout": 0.15}
+    (home / "recipes").mkdir()
+    (home / "recipes" / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    generate_dataset(
+        home / "data", train_good=12, test_good=4, test_defect_per_kind=1, size=64, seed=1
+    )
     store = Store(open_database(f"sqlite:///{home / 'defectlens.db'}"))
     store.ensure_station(STATION, line="L1")
-    versions = [register_model_dir(store, copy).id for copy in copies]
-    store.promote(STATION, versions[0], actor="setup")
+    version = register_model_dir(store, copy).id
+    store.promote(STATION, version, actor="setup")
     keys = {role: store.create_key(role, f"e2e-{role}")[1] for role in ("qa", "line")}
     store.db.close()
     port = _free_port()
@@ -102,7 +114,7 @@ def running(tmp_path: Path, model_versions: list[Path]) -> Iterator[Running]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        yield Running(url, keys, versions)
+        yield Running(url, keys, version)
     finally:
         process.terminate()
         process.wait(30)
@@ -205,13 +217,29 @@ def test_the_qa_loop_in_a_real_browser(
         shot("datasets-en")
         page.goto(f"{running.url}/datasets?lang=zh")
         shot("datasets-zh")
-        page.goto(f"{running.url}/jobs?lang=en")
-        page.wait_for_selector("#jobs tbody tr")
-        shot("jobs-en")
 
-        # Compare the candidate with production on the station's labelled parts.
-        candidate = running.versions[1]
-        page.goto(f"{running.url}/compare")
+        # Start a retrain on the tiny set and watch it finish, live.
+        page.goto(f"{running.url}/jobs?lang=en")
+        page.fill("#start-job input[name=recipe]", "recipes/tiny.yaml")
+        page.fill("#start-job input[name=data]", "data")
+        page.select_option("#start-job select[name=station]", STATION)
+        page.click("#start-job-submit")
+        page.wait_for_selector("#jobs [data-status=queued], #jobs [data-status=running]")
+        page.wait_for_selector(
+            "#jobs [data-status=succeeded], #jobs [data-status=failed]", timeout=300_000
+        )
+        job = running.get("/v1/jobs")[0]  # type: ignore[index]
+        assert job["status"] == "succeeded", job["error"]
+        page.wait_for_function("document.getElementById('log').textContent.length > 40")
+        shot("jobs-en")
+        page.goto(f"{running.url}/jobs?lang=zh")
+        page.wait_for_selector("#jobs [data-status=succeeded]")
+        shot("jobs-zh")
+        candidate = job["model_version_id"]
+        assert candidate is not None and candidate != running.version
+
+        # Compare the new model with production on the station's labelled parts.
+        page.goto(f"{running.url}/compare?lang=en")
         page.select_option("#compare select[name=candidate_version_id]", str(candidate))
         page.click("#compare-submit")
         page.wait_for_selector("#compare-figures")
@@ -230,7 +258,8 @@ def test_the_qa_loop_in_a_real_browser(
             page.wait_for_selector("#shadow-agreement")
             text = page.locator("#shadow-agreement").inner_text()
             if text.startswith("3 parts shadowed"):
-                break
+                break  # the tiny model may disagree: each disagreement is a part to label
+
             assert time.monotonic() < deadline, text
             time.sleep(0.5)
         shot("shadow-en")
@@ -254,7 +283,7 @@ def test_the_qa_loop_in_a_real_browser(
         shot("models-en")
         page.goto(f"{running.url}/audit")
         audit = page.locator("#audit").inner_text()
-        assert "promote" in audit and "shadow.start" in audit
+        assert "promote" in audit and "shadow.start" in audit and "job.start" in audit
         shot("audit-en")
         page.goto(f"{running.url}/audit?lang=zh")
         shot("audit-zh")
