@@ -30,10 +30,12 @@ from defectlens.inference.api.request_id import RequestIdMiddleware
 from defectlens.inference.api.routers import (
     audit,
     compare,
+    datasets,
     deliveries,
     health,
     inspect,
     jobs,
+    labels,
     models,
     reports,
     results,
@@ -114,6 +116,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(RequestAccounting, metrics=metrics)
     routers = (inspect, results, models, stations, deliveries, reports, health)
     routers += (jobs, shadow, compare, audit)  # the QA loop: retrain, shadow, compare, audit
+    routers += (labels, datasets)  # the label store and dataset versions
     for module in routers:
         app.include_router(module.router)
     install_web(app)  # the QA pages, their sign-in and the review queue's API route

@@ -17,6 +17,7 @@ from defectlens.datasets.images import read_header
 from defectlens.datasets.labels.export import ExportSample, new_folder
 from defectlens.datasets.labels.files import LabelFiles
 from defectlens.datasets.labels.formats import read_labels, write_labels
+from defectlens.datasets.labels.model import Region
 from defectlens.datasets.labels.plan import ImportReport, sha256_of
 from defectlens.errors import InputError, NotFound
 from defectlens.inference.service.images import find_image
@@ -204,3 +205,73 @@ def _image_of(
     digest = sha256_of(data)
     store.record_sample_file(sample.id, digest, header.width, header.height)
     return path, digest, header.width, header.height
+
+
+def sample_image_file(
+    store: Store, settings: Settings, sample: Sample, reference: bool = False
+) -> Path:
+    """A sample's image file (or, with `reference`, its template); `NotFound` if it has
+    none or the file is gone."""
+    files = label_files(settings)
+    if reference:
+        if sample.reference_path is None:
+            raise NotFound(f"sample {sample.id} has no reference image")
+        path = files.path(sample.reference_path)
+    elif sample.path is not None:
+        path = files.path(sample.path)
+    else:
+        result = store.get_result(sample.result_id or "")
+        found = (
+            None
+            if result is None
+            else find_image(settings.images_dir, result.result_id, result.received_at)
+        )
+        if found is None:
+            raise NotFound(f"sample {sample.id}: the result's image was not retained")
+        path = found
+    if not path.is_file():
+        raise NotFound(f"sample {sample.id}: its image file is missing")
+    return path
+
+
+def mask_region(settings: Settings, png: bytes, defect_class: str, sample: Sample) -> Region:
+    """A region drawn with the brush: a PNG mask of the sample's size (nonzero: the defect),
+    kept by content; its box is the mask's extent. `InputError` for a PNG that is not one,
+    of another size, or empty."""
+    import cv2
+    import numpy as np
+
+    header = read_header(png, "mask")
+    if header.format != "PNG":
+        raise InputError(f"mask: expected a PNG, got {header.format}")
+    if sample.width is not None and (header.width, header.height) != (sample.width, sample.height):
+        raise InputError(
+            f"mask is {header.width}x{header.height}, the image {sample.width}x{sample.height}"
+        )
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if decoded is None:
+        raise InputError("mask: the PNG cannot be decoded")
+    ys, xs = np.nonzero(decoded)
+    if len(xs) == 0:
+        raise InputError("mask is empty: paint the defect, or give a box instead")
+    binary = np.where(decoded > 0, 255, 0).astype(np.uint8)
+    ok, encoded = cv2.imencode(".png", binary)
+    if not ok:
+        raise InputError("mask: could not be encoded again")
+    data = bytes(encoded.tobytes())
+    digest = sha256_of(data)
+    label_files(settings).add_mask(digest, data)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    return Region(defect_class, box, None, digest)
+
+
+def with_image_size(store: Store, settings: Settings, sample: Sample) -> Sample:
+    """`sample` with its image's sha256 and size known, read once from a result's retained
+    image (so labels on it are checked against the image); as it is if the image is gone."""
+    if sample.width is not None or sample.result_id is None:
+        return sample
+    try:
+        _image_of(store, settings, label_files(settings), sample)
+    except NotFound:
+        return sample
+    return store.sample(sample.id)
