@@ -124,11 +124,13 @@ class LabelOut(BaseModel):
             verdict=annotation.verdict,
             defect_class=annotation.main_class,
             regions=[
-                RegionOut(
-                    defect_class=r.defect_class,
-                    box=r.box,
-                    polygon=None if r.polygon is None else list(r.polygon),
-                    mask_sha256=r.mask_sha256,
+                RegionOut.model_validate(
+                    {
+                        "class": r.defect_class,
+                        "box": r.box,
+                        "polygon": None if r.polygon is None else list(r.polygon),
+                        "mask_sha256": r.mask_sha256,
+                    }
                 )
                 for r in annotation.regions
             ],
