@@ -13,6 +13,7 @@ No ANALYZE is run, as the service runs none; a query past --timeout seconds is s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -53,6 +54,10 @@ class Timing:
     query: str
     rows: int | None
     seconds: float
+    cpu: float
+    """CPU seconds of this process and, for a local PostgreSQL, of its server processes: on
+    a machine others share, what the query costs, where the wall clock also counts the wait
+    for a core."""
     statements: list[tuple[str, Any]]
 
 
@@ -214,14 +219,10 @@ def report_queries(days: int) -> list[tuple[str, Callable[[Database], Any]]]:
     daily = periods(first, LAST_DAY, "day", ZONE, SHIFTS)
     request = ReportRequest(first, LAST_DAY, grain="shift")
     return [
-        ("totals", lambda db: [queries.totals(db, scope)]),
-        ("totals, one station", lambda db: [queries.totals(db, station)]),
-        ("by station", lambda db: queries.by_dimension(db, scope, "station")),
-        ("by line", lambda db: queries.by_dimension(db, scope, "line")),
-        ("by product", lambda db: queries.by_dimension(db, scope, "product")),
-        ("by shift", lambda db: queries.by_shift(db, scope, shifts)),
-        ("by day", lambda db: queries.by_period(db, scope, daily)),
-        ("p-chart: station x shift", lambda db: queries.by_station_and_period(db, scope, shifts)),
+        ("breakdown: line, station, product", lambda db: [queries.breakdown(db, scope)]),
+        ("breakdown, one station", lambda db: [queries.breakdown(db, station)]),
+        ("shifts x station", lambda db: [queries.period_counts(db, scope, shifts)]),
+        ("days x station", lambda db: [queries.period_counts(db, scope, daily)]),
         ("model defect classes", lambda db: queries.model_defect_classes(db, scope)),
         ("QA defect classes", lambda db: queries.qa_defect_classes(db, scope)),
         ("model versions", lambda db: queries.by_model(db, scope)),
@@ -234,21 +235,65 @@ def report_queries(days: int) -> list[tuple[str, Callable[[Database], Any]]]:
     ]
 
 
+def _server_processes(db: Database) -> list[int]:
+    """The local PostgreSQL server's processes (the postmaster's children), found through
+    /proc from this session's backend; [] for SQLite or a server elsewhere."""
+    if db.dialect == "sqlite":
+        return []
+    with db.engine.connect() as connection:
+        backend = int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    stat = Path(f"/proc/{backend}/stat")
+    if not stat.exists():
+        return []
+    postmaster = stat.read_text().rsplit(")", 1)[1].split()[1]
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                entry.name.isdigit()
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == postmaster
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _cpu_seconds(processes: list[int]) -> float:
+    """This process's CPU time and that of `processes` (user + system)."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in processes:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def time_queries(db: Database, days: int, timeout_s: float) -> list[Timing]:
     restart = _sqlite_deadline(db.engine, timeout_s) if db.dialect == "sqlite" else lambda: None
+    server = _server_processes(db)
     timings = []
     for name, run in report_queries(days):
         with _recorded(db.engine) as statements:
             restart()
+            cpu = _cpu_seconds(server)
             began = time.perf_counter()
             try:
                 rows: int | None = len(run(db))
             except OperationalError:  # interrupted or past PostgreSQL's statement timeout
                 rows = None
             seconds = time.perf_counter() - began
-        timings.append(Timing(db.dialect, name, rows, seconds, list(statements)))
+            cpu = _cpu_seconds(server) - cpu
+        timings.append(Timing(db.dialect, name, rows, seconds, cpu, list(statements)))
         shown = "stopped" if rows is None else f"{rows} rows"
-        print(f"  {db.dialect} {name}: {seconds:.3f} s ({shown})", file=sys.stderr, flush=True)
+        print(
+            f"  {db.dialect} {name}: {seconds:.3f} s, CPU {cpu:.3f} s ({shown})",
+            file=sys.stderr,
+            flush=True,
+        )
     return timings
 
 
@@ -307,11 +352,12 @@ def main() -> None:
     elif args.postgresql:
         timings += run_postgresql(args.postgresql, args)
     print(f"\n{args.results} results over {args.days} days; a {args.report_days}-day report")
-    print(f"{'database':<11}{'query':<28}{'rows':>6}{'seconds':>10}")
+    print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"{'database':<11}{'query':<36}{'rows':>6}{'seconds':>10}{'CPU s':>8}")
     for t in timings:
         rows = "-" if t.rows is None else str(t.rows)
         seconds = f"{t.seconds:.3f}" + ("" if t.rows is not None else " (stopped)")
-        print(f"{t.database:<11}{t.query:<28}{rows:>6}{seconds:>10}")
+        print(f"{t.database:<11}{t.query:<36}{rows:>6}{seconds:>10}{t.cpu:>8.3f}")
 
 
 if __name__ == "__main__":

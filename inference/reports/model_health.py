@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from defectlens.inference.reports.figures import rate
 
 BINS_PER_UNIT = 20
-BINS = 40
+BINS = 20
 """Score bins of the rollup (migration 0006): bin i holds scores in [i, i + 1) / 20, the
-first also everything below 0, the last everything from 1.95 up."""
+first also everything below 0, the last everything from 0.95 up."""
 SMOOTHING = 1e-4
 """The share given to an empty bin, so the stability index stays finite."""
 

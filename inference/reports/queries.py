@@ -95,11 +95,68 @@ def _counts(key: str, row: Any) -> Counts:
     return Counts(key, int(row.parts), int(row.ng), int(row.first), int(row.first_ok))
 
 
-def totals(db: Database, scope: Scope, key: str = "all") -> Counts:
-    """All results in `scope`."""
+@dataclass(frozen=True)
+class Breakdown:
+    """A scope's counts in all and by line, station and product, from one query."""
+
+    total: Counts
+    by_line: list[Counts]
+    by_station: list[Counts]
+    by_product: list[Counts]
+
+
+def _add(counts: dict[str, Counts], key: str, part: Counts) -> None:
+    before = counts.get(key, Counts(key, 0, 0, 0, 0))
+    counts[key] = Counts(
+        key,
+        before.parts + part.parts,
+        before.ng + part.ng,
+        before.first + part.first,
+        before.first_ok + part.first_ok,
+    )
+
+
+def breakdown(db: Database, scope: Scope) -> Breakdown:
+    """Counts in all and per line, station and product: one query grouped by all three
+    (a few hundred rows at most), summed here. Every known station of the scope is listed,
+    with no parts if it inspected none."""
+    c = ReportCountRow
+    keys = (c.station, _named(c.line).label("line"), _named(c.product).label("product"))
+    query = (
+        select(*keys, *_count_columns())
+        .where(*scope.where())
+        .group_by(c.station, c.line, c.product)
+    )
+    total: dict[str, Counts] = {}
+    found: dict[Dimension, dict[str, Counts]] = {d: {} for d in DIMENSIONS}
     with db.read() as session:
-        row = session.execute(select(*_count_columns()).where(*scope.where())).one()
-    return _counts(key, row)
+        for row in session.execute(query):
+            part = _counts("all", row)
+            _add(total, "all", part)
+            for dimension in DIMENSIONS:
+                name = str(getattr(row, dimension))
+                _add(found[dimension], name, part)
+        if scope.station is None:
+            stations = select(StationRow.id)
+            if scope.line is not None:
+                stations = stations.where(StationRow.line == scope.line)
+            for station in session.scalars(stations):
+                found["station"].setdefault(station, Counts(station, 0, 0, 0, 0))
+
+    def listed(dimension: Dimension) -> list[Counts]:
+        return [found[dimension][name] for name in sorted(found[dimension])]
+
+    return Breakdown(
+        total.get("all", Counts("all", 0, 0, 0, 0)),
+        listed("line"),
+        listed("station"),
+        listed("product"),
+    )
+
+
+def totals(db: Database, scope: Scope) -> Counts:
+    """All results in `scope`."""
+    return breakdown(db, scope).total
 
 
 def _named(value: ColumnElement[str]) -> ColumnElement[str]:
@@ -108,19 +165,11 @@ def _named(value: ColumnElement[str]) -> ColumnElement[str]:
 
 
 def by_dimension(db: Database, scope: Scope, dimension: Dimension) -> list[Counts]:
-    """Counts per line, station or product; for stations, every known station of the scope
-    is listed, with no parts if it inspected none."""
-    key = _named(getattr(ReportCountRow, dimension))
-    query = select(key.label("key"), *_count_columns()).where(*scope.where()).group_by(key)
-    with db.read() as session:
-        found = {str(row.key): _counts(str(row.key), row) for row in session.execute(query)}
-        if dimension == "station" and scope.station is None:
-            stations = select(StationRow.id)
-            if scope.line is not None:
-                stations = stations.where(StationRow.line == scope.line)
-            for station in session.scalars(stations):
-                found.setdefault(station, Counts(station, 0, 0, 0, 0))
-    return [found[name] for name in sorted(found)]
+    """Counts per line, station or product (`breakdown`)."""
+    found = breakdown(db, scope)
+    return {"line": found.by_line, "station": found.by_station, "product": found.by_product}[
+        dimension
+    ]
 
 
 def _periods_table(periods: list[Period]) -> Any:
@@ -175,26 +224,69 @@ def _by_period(db: Database, scope: Scope, periods: list[Period], *keys: Any) ->
     )
 
 
+@dataclass(frozen=True)
+class PeriodCounts:
+    """Counts per period, in all and per station, from one query."""
+
+    periods: list[Period]
+    total: list[Counts]
+    """One a period, in order; a period without parts has zeros."""
+    by_station: dict[str, list[Counts]]
+    """One a period for each station that inspected parts in the scope."""
+
+    def subgroups(self) -> dict[str, list[tuple[str, int, int]]]:
+        """(label, parts, NG) per period for each station: the p-chart's subgroups."""
+        return {
+            station: [(c.key, c.parts, c.ng) for c in counts]
+            for station, counts in self.by_station.items()
+        }
+
+    def by_shift(self) -> list[Counts]:
+        """Counts per shift name over all days (of shift periods)."""
+        found: dict[str, Counts] = {}
+        for period, counts in zip(self.periods, self.total, strict=True):
+            _add(found, period.shift or "", counts)
+        return list(found.values())
+
+
+def period_counts(db: Database, scope: Scope, periods: list[Period]) -> PeriodCounts:
+    """Counts per period and station (`periods` tile the scope's window)."""
+    if not periods:
+        return PeriodCounts([], [], {})
+    with db.read() as session:
+        rows = list(session.execute(_by_period(db, scope, periods, ReportCountRow.station)))
+    total: list[dict[str, Counts]] = [{} for _ in periods]
+    stations: dict[str, list[dict[str, Counts]]] = {}
+    for row in rows:
+        i = int(row.idx)
+        if not 0 <= i < len(periods):
+            continue
+        label = periods[i].label
+        part = _counts(label, row)
+        _add(total[i], label, part)
+        _add(stations.setdefault(str(row.station), [{} for _ in periods])[i], label, part)
+
+    def listed(found: list[dict[str, Counts]]) -> list[Counts]:
+        return [
+            found[i].get(period.label, Counts(period.label, 0, 0, 0, 0))
+            for i, period in enumerate(periods)
+        ]
+
+    return PeriodCounts(
+        periods,
+        listed(total),
+        {station: listed(found) for station, found in sorted(stations.items())},
+    )
+
+
 def by_period(db: Database, scope: Scope, periods: list[Period]) -> list[Counts]:
     """Counts per period, in the periods' order; a period without parts has zeros."""
-    if not periods:
-        return []
-    with db.read() as session:
-        rows = {int(row.idx): row for row in session.execute(_by_period(db, scope, periods))}
-    return [
-        _counts(period.label, rows[i]) if i in rows else Counts(period.label, 0, 0, 0, 0)
-        for i, period in enumerate(periods)
-    ]
+    return period_counts(db, scope, periods).total
 
 
 def by_shift(db: Database, scope: Scope, periods: list[Period]) -> list[Counts]:
     """Counts per shift name over all days (from shift periods)."""
-    totals_by_shift: dict[str, list[int]] = {}
-    for period, counts in zip(periods, by_period(db, scope, periods), strict=True):
-        total = totals_by_shift.setdefault(period.shift or "", [0, 0, 0, 0])
-        for i, value in enumerate((counts.parts, counts.ng, counts.first, counts.first_ok)):
-            total[i] += value
-    return [Counts(name, *values) for name, values in totals_by_shift.items()]
+    return period_counts(db, scope, periods).by_shift()
 
 
 def by_station_and_period(
@@ -202,17 +294,7 @@ def by_station_and_period(
 ) -> dict[str, list[tuple[str, int, int]]]:
     """(label, parts, NG) per period for each station: the p-chart's subgroups; every
     period is listed for every station that inspected parts in the scope."""
-    if not periods:
-        return {}
-    with db.read() as session:
-        rows = list(session.execute(_by_period(db, scope, periods, ReportCountRow.station)))
-    found: dict[str, dict[int, tuple[int, int]]] = {}
-    for row in rows:
-        found.setdefault(str(row.station), {})[int(row.idx)] = (int(row.parts), int(row.ng))
-    return {
-        station: [(period.label, *counts.get(i, (0, 0))) for i, period in enumerate(periods)]
-        for station, counts in sorted(found.items())
-    }
+    return period_counts(db, scope, periods).subgroups()
 
 
 def _defect_classes(db: Database, scope: Scope, source: str) -> dict[str, int]:

@@ -13,7 +13,6 @@ from defectlens.errors import InputError
 from defectlens.inference.reports import queries
 from defectlens.inference.reports.calendar import (
     Grain,
-    Period,
     parse_shifts,
     periods,
     plant_zone,
@@ -151,37 +150,38 @@ def build_report(db: Database, settings: Settings, request: ReportRequest) -> Re
     base_start, base_end = window(*baseline, zone)
     base_scope = queries.Scope(base_start, base_end, request.line, request.station)
     shift_periods = periods(request.first, request.last, "shift", zone, shifts)
-    chart_periods: list[Period] = (
-        shift_periods
+    by_shift_period = queries.period_counts(db, scope, shift_periods)
+    chart = (
+        by_shift_period
         if request.grain == "shift"
-        else periods(request.first, request.last, request.grain, zone, shifts)
+        else queries.period_counts(
+            db, scope, periods(request.first, request.last, request.grain, zone, shifts)
+        )
     )
-    by_station = queries.by_dimension(db, scope, "station")
-    base_by_station = {c.key: c for c in queries.by_dimension(db, base_scope, "station")}
-    total = queries.totals(db, scope)
+    now = queries.breakdown(db, scope)
+    before = queries.breakdown(db, base_scope)
+    base_by_station = {c.key: c for c in before.by_station}
     target = settings.improvement_target
     return Report(
         request=request,
         timezone=settings.timezone,
         baseline=baseline,
-        total=total,
-        by_line=queries.by_dimension(db, scope, "line"),
-        by_station=by_station,
-        by_product=queries.by_dimension(db, scope, "product"),
-        by_shift=queries.by_shift(db, scope, shift_periods),
-        by_period=queries.by_period(db, scope, chart_periods),
+        total=now.total,
+        by_line=now.by_line,
+        by_station=now.by_station,
+        by_product=now.by_product,
+        by_shift=by_shift_period.by_shift(),
+        by_period=chart.total,
         pareto_model=pareto(queries.model_defect_classes(db, scope)),
         pareto_qa=pareto(queries.qa_defect_classes(db, scope)),
         p_charts={
             station: p_chart(subgroups, run_rules=request.run_rules)
-            for station, subgroups in queries.by_station_and_period(
-                db, scope, chart_periods
-            ).items()
+            for station, subgroups in chart.subgroups().items()
         },
-        trend=trend(total, queries.totals(db, base_scope), target),
+        trend=trend(now.total, before.total, target),
         station_trends=[
             trend(c, base_by_station.get(c.key, Counts(c.key, 0, 0, 0, 0)), target)
-            for c in by_station
+            for c in now.by_station
         ],
         model_health=models_health(db, scope, settings.drift_alert),
         drift_alert=settings.drift_alert,

@@ -537,6 +537,7 @@ class ReportCountRow(Base):
     `line` and `product` are '' for results without."""
 
     __tablename__ = "report_counts"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -561,6 +562,7 @@ class ReportDefectCountRow(Base):
     by a standing QA label (`qa`), per bucket, station, line and product."""
 
     __tablename__ = "report_defect_counts"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -572,10 +574,11 @@ class ReportDefectCountRow(Base):
 
 
 class ReportScoreCountRow(Base):
-    """Report rollup: parts per score bin (`bin` * 0.05 up to the next; the last bin open)
-    per bucket, station and model version."""
+    """Report rollup: parts per score bin (`bin` * 0.05 up to the next; the last bin open
+    from 0.95) per bucket, station and model version."""
 
     __tablename__ = "report_score_counts"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
