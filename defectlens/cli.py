@@ -24,9 +24,13 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 def _train(args: argparse.Namespace) -> int:
     from defectlens.train.evaluate import metrics_table
     from defectlens.train.pipeline import train_model
-    from defectlens.train.recipe import load_recipe
+    from defectlens.train.recipe import load_any_recipe
 
-    recipe = load_recipe(Path(args.recipe))
+    recipe = load_any_recipe(Path(args.recipe))
+    if recipe.family == "detection":
+        from defectlens.train.detector_pipeline import train_detector_command
+
+        return train_detector_command(recipe, args.data, args.out, args.resume)
     version_dir = train_model(
         recipe,
         Path(args.data) if args.data else None,
@@ -53,6 +57,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from defectlens.train.evaluate import evaluate_folder, metrics_table
 
     engine = Engine(Path(args.model_dir), threads=args.threads)
+    if engine.card.family == "detection":
+        from defectlens.train.detector_evaluate import evaluate_detector_command
+
+        return evaluate_detector_command(engine, args.data, args.report, args.json)
     # with --json, stdout holds the JSON alone: the stage lines go to stderr
     run = evaluate_folder(
         engine,
@@ -89,6 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
     overlay_dir = Path(args.overlay) if args.overlay else None
     if overlay_dir is not None:
         overlay_dir.mkdir(parents=True, exist_ok=True)
+    reference = read_image(Path(args.reference)) if args.reference else None
     failures = 0
     records = []
     written: set[str] = set()
@@ -96,7 +105,9 @@ def _predict(args: argparse.Namespace) -> int:
         path = Path(name)
         try:
             image = read_image(path)
-            prediction = engine.predict(image, source=str(path), with_map=overlay_dir is not None)
+            prediction = engine.predict(
+                image, source=str(path), with_map=overlay_dir is not None, reference=reference
+            )
         except InputError as exc:
             failures += 1
             print(f"defectlens: error: {exc}", file=sys.stderr)
@@ -181,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML, e.g. configs/anomaly.yaml")
     train.add_argument(
         "--data",
-        help="dataset folder (MVTec layout, one folder per class, or a folder of good images); "
-        "overrides the recipe's `data`",
+        help="dataset folder (MVTec layout, one folder per class, or a folder of good images; "
+        "for detector recipes a DeepPCB folder or a COCO .json); overrides the recipe's `data`",
     )
     train.add_argument(
         "--skip-bad",
@@ -194,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default="defectlens-workspace/models",
         help="where model versions go (default: %(default)s)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="detector recipes: continue an interrupted run from its last checkpoint "
+        "(OUT/NAME/.training/)",
     )
     train.set_defaults(handler=_train)
 
@@ -233,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON list of predictions")
     predict.add_argument("--overlay", metavar="DIR", help="write heat-map overlays (PNG) here")
     predict.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    predict.add_argument(
+        "--reference",
+        metavar="IMAGE",
+        help="detectors with a reference input: the parts' aligned defect-free image",
+    )
     predict.set_defaults(handler=_predict)
 
     worker = commands.add_parser(

@@ -15,13 +15,25 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from defectlens.datasets.images import decode_image, map_to_original, to_model_input
+from defectlens.datasets.images import (
+    decode_image,
+    map_to_original,
+    placement,
+    read_image,
+    to_model_input,
+)
 from defectlens.errors import InputError, ModelError
-from defectlens.inference.postprocess import defects_from_map
+from defectlens.inference.postprocess import (
+    class_thresholds,
+    defects_from_map,
+    detections_to_defects,
+)
 from defectlens.modelcard import ModelCard
 from defectlens.prediction import ModelRef, Prediction, Timings, Verdict
 
 log = logging.getLogger(__name__)
+REFERENCE_FILE = "reference.png"
+"""A detector's fixed reference in its version folder: the line's golden part, aligned."""
 
 
 def _ms(start: float) -> float:
@@ -68,8 +80,6 @@ class Engine:
                 f"{onnx_path}: sha256 does not match model.json; the file was changed or "
                 "replaced after training. Use the version folder as training wrote it."
             )
-        if self.card.family != "anomaly":
-            raise ModelError(f"{self.model_dir}: model family {self.card.family!r} not served yet")
         self.threads = threads
         self.spin = spin
         try:
@@ -77,19 +87,23 @@ class Engine:
             self.single_thread_session = single_thread_session and threads > 1
             """Whether a second, single-threaded session was loaded (with `threads` > 1)."""
             self._single = _session(data, 1, spin=False) if self.single_thread_session else None
-            expected = {output.name for output in self.card.outputs}
+            self.output_names = [output.name for output in self.card.outputs]
+            expected = set(self.output_names)
             present = {output.name for output in self.session.get_outputs()}
             if not expected <= present:
                 raise ModelError(
                     f"{onnx_path}: outputs {sorted(present)} lack {sorted(expected - present)} "
                     "named in model.json"
                 )
+            self.needs_reference = "reference" in {i.name for i in self.session.get_inputs()}
+            self.reference = self._fixed_reference() if self.needs_reference else None
             if warmup:
                 spec = self.card.input
                 blank = np.zeros((1, spec.height, spec.width, spec.channels), np.uint8)
+                feeds = {"image": blank} | ({"reference": blank} if self.needs_reference else {})
                 for session in (self.session, self._single):
                     if session is not None:
-                        session.run(["score", "anomaly_map"], {"image": blank})
+                        session.run(self.output_names, feeds)
         except ModelError:
             raise
         except Exception as error:  # ONNX Runtime's own errors: a bad graph, an unknown opset
@@ -98,6 +112,12 @@ class Engine:
                 f"{onnx_path}: ONNX Runtime cannot load or run it ({first_line[:300]}); "
                 "export it again with this version of defectlens"
             ) from None
+
+    def _fixed_reference(self) -> np.ndarray | None:
+        """The line's golden part (`reference.png` in the version folder), as model input;
+        None when the model gets each part's reference from the caller."""
+        path = self.model_dir / REFERENCE_FILE
+        return self.prepare(read_image(path)) if path.is_file() else None
 
     @property
     def ref(self) -> ModelRef:
@@ -114,6 +134,27 @@ class Engine:
         score, anomaly_map = session.run(["score", "anomaly_map"], {"image": batch})
         return np.asarray(score), np.asarray(anomaly_map)
 
+    def run_detector(
+        self, batch: np.ndarray, references: np.ndarray | None = None, single_thread: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw detector call on a uint8 NHWC batch (and its references, for a model that
+        takes them; None uses the version folder's `reference.png`): (boxes [N, K, 4] in
+        model input pixels, scores [N, K], labels [N, K])."""
+        feeds = {"image": batch}
+        if self.needs_reference:
+            if references is None:
+                if self.reference is None:
+                    raise InputError(
+                        f"model {self.card.name} {self.card.version} compares each part with "
+                        "its defect-free reference image, and none was given; give one, or "
+                        f"put the line's golden part as {REFERENCE_FILE} in a new version"
+                    )
+                references = np.broadcast_to(self.reference, batch.shape)
+            feeds["reference"] = np.ascontiguousarray(references)
+        session = self._single if single_thread and self._single is not None else self.session
+        boxes, scores, labels = session.run(["boxes", "scores", "labels"], feeds)
+        return np.asarray(boxes), np.asarray(scores), np.asarray(labels)
+
     def predict(
         self,
         image: bytes | np.ndarray,
@@ -122,9 +163,11 @@ class Engine:
         with_map: bool = True,
         max_pixels: int | None = None,
         single_thread: bool = False,
+        reference: np.ndarray | None = None,
     ) -> Prediction:
         """Inspect one part. `image` is encoded bytes (JPG/PNG/BMP/TIFF) or a decoded array;
-        `single_thread` as in `run`."""
+        `single_thread` as in `run`; `reference` the part's decoded defect-free reference,
+        for a detector that takes one (else the version folder's)."""
         start = time.perf_counter()
         if isinstance(image, bytes | bytearray | memoryview):
             decoded = decode_image(bytes(image), source, max_pixels=max_pixels)
@@ -135,14 +178,23 @@ class Engine:
         decode_ms = _ms(start)
         step = time.perf_counter()
         batch = self.prepare(decoded)[np.newaxis]
+        references = None if reference is None else self.prepare(reference)[np.newaxis]
         preprocess_ms = _ms(step)
         step = time.perf_counter()
-        score, model_map = self.run(batch, single_thread)
-        model_ms = _ms(step)
-        step = time.perf_counter()
-        prediction = self._anomaly_prediction(
-            float(score[0]), model_map[0], decoded.shape[:2], with_map
-        )
+        if self.card.family == "detection":
+            boxes, scores, labels = self.run_detector(batch, references, single_thread)
+            model_ms = _ms(step)
+            step = time.perf_counter()
+            prediction = self._detection_prediction(
+                boxes[0], scores[0], labels[0], decoded.shape[:2]
+            )
+        else:
+            score, model_map = self.run(batch, single_thread)
+            model_ms = _ms(step)
+            step = time.perf_counter()
+            prediction = self._anomaly_prediction(
+                float(score[0]), model_map[0], decoded.shape[:2], with_map
+            )
         prediction.timings_ms = Timings(
             decode=decode_ms,
             preprocess=preprocess_ms,
@@ -172,6 +224,30 @@ class Engine:
             threshold=threshold,
             defects=defects,
             anomaly_map=full_map if with_map else None,
+            model=self.ref,
+        )
+
+    def _detection_prediction(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        original_hw: tuple[int, ...],
+    ) -> Prediction:
+        found = detections_to_defects(
+            boxes,
+            scores,
+            labels,
+            self.card.classes,
+            class_thresholds(self.card),
+            placement((original_hw[0], original_hw[1]), self.card.input),
+            (original_hw[0], original_hw[1]),
+        )
+        return Prediction(
+            verdict="NG" if found.defects else "OK",
+            score=found.score,
+            threshold=self.card.threshold,
+            defects=found.defects,
             model=self.ref,
         )
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
+from defectlens.datasets.images import Placement
+from defectlens.modelcard import DOCUMENTED_THRESHOLD, ModelCard
 from defectlens.prediction import Defect
 
 MAX_DEFECTS = 32
@@ -57,3 +63,70 @@ def defects_from_map(
     ]
     defects.sort(key=lambda defect: defect.score, reverse=True)
     return defects[:max_defects]
+
+
+@dataclass(frozen=True)
+class FoundDefects:
+    defects: list[Defect]
+    """The detections at or above their class's threshold, strongest first."""
+    score: float
+    """The part's score: the highest normalised detection score (0 with none)."""
+
+
+def class_thresholds(card: ModelCard) -> list[float]:
+    """A detector's per-class score thresholds in the order of its classes (a class the
+    card gives none keeps the documented 0.5)."""
+    return [card.class_thresholds.get(name, DOCUMENTED_THRESHOLD) for name in card.classes]
+
+
+def normalised_score(score: float, threshold: float) -> float:
+    """A detection's score in the normalised space every model family shares: its class
+    threshold lands on 0.5 (sigmoid of the logit margin), the order within a class kept."""
+    eps = 1e-6
+    s = min(max(score, eps), 1 - eps)
+    t = min(max(threshold, eps), 1 - eps)
+    margin = math.log(s / (1 - s)) - math.log(t / (1 - t))
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, margin))))
+
+
+def detections_to_defects(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    thresholds: Sequence[float],
+    where: Placement,
+    original_hw: tuple[int, int],
+    max_defects: int = MAX_DEFECTS,
+) -> FoundDefects:
+    """A detector's top-K ([K, 4] boxes in model input pixels, [K] scores, [K] labels) as
+    `Defect`s in original image pixels: those at or above their class threshold, with
+    their normalised score; the box is [x0, y0, x1, y1) rounded outwards."""
+    height, width = original_hw
+    defects, best = [], 0.0
+    for box, raw, label in zip(boxes, scores, labels, strict=True):
+        index = int(label)
+        if not 0 <= index < len(classes):
+            continue
+        score = normalised_score(float(raw), thresholds[index])
+        best = max(best, score)
+        if float(raw) < thresholds[index]:
+            continue
+        x0 = max(0, math.floor((float(box[0]) - where.left) / where.scale_x))
+        y0 = max(0, math.floor((float(box[1]) - where.top) / where.scale_y))
+        x1 = min(width, math.ceil((float(box[2]) - where.left) / where.scale_x))
+        y1 = min(height, math.ceil((float(box[3]) - where.top) / where.scale_y))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        defects.append(
+            Defect(
+                **{"class": classes[index]},
+                score=max(score, DOCUMENTED_THRESHOLD),
+                box=(x0, y0, x1, y1),
+                area_px=(x1 - x0) * (y1 - y0),
+            )
+        )
+    defects.sort(key=lambda defect: defect.score, reverse=True)
+    if defects:
+        best = max(best, DOCUMENTED_THRESHOLD)
+    return FoundDefects(defects[:max_defects], best)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from defectlens.errors import InputError, RecipeError
+from defectlens.train.detector_recipe import DetectorRecipe
 from defectlens.train.thresholds import DEFAULT_TARGET_FRR, good_images_needed
 
 SHIPPED_PACKAGE = "defectlens.configs"
@@ -190,7 +191,18 @@ def _shipped_name(spec: Path) -> str | None:
 
 
 def load_recipe(spec: str | Path) -> Recipe:
-    """Read a recipe: a YAML file (a path that exists wins), else a shipped recipe by name.
+    """Read an anomaly recipe (as `load_any_recipe`); a detector's is refused by name."""
+    recipe = load_any_recipe(spec)
+    if not isinstance(recipe, Recipe):
+        raise RecipeError(
+            f"{spec}: a detector recipe (family: detection) where an anomaly recipe is needed"
+        )
+    return recipe
+
+
+def load_any_recipe(spec: str | Path) -> Recipe | DetectorRecipe:
+    """Read a recipe of either family (`family:` picks the schema): a YAML file (a path
+    that exists wins), else a shipped recipe by name.
 
     A relative `data:` in a file is taken relative to the file's folder.
     """
@@ -225,7 +237,7 @@ def _read(path: Path) -> str:
         raise RecipeError(f"{path}: not readable ({exc})") from exc
 
 
-def _parse(text: str, where: str, folder: Path | None) -> Recipe:
+def _parse(text: str, where: str, folder: Path | None) -> Recipe | DetectorRecipe:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -234,8 +246,11 @@ def _parse(text: str, where: str, folder: Path | None) -> Recipe:
         raise RecipeError(
             f"{where}: a recipe is a YAML mapping of fields, got {type(raw).__name__}"
         )
+    schema: type[Recipe | DetectorRecipe] = (
+        DetectorRecipe if raw.get("family") == "detection" else Recipe
+    )
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = schema.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         location = ".".join(str(p) for p in first["loc"]) or "(top level)"
