@@ -62,22 +62,23 @@ def run_line_demo(home: Path, version: Path, samples: list[Path]) -> None:
         home=home, host="127.0.0.1", port=_free_port(), stations_file=stations
     )
     print(
-        f"    the line: station {LINE_STATION} in {stations}, a simulated camera triggered "
-        f"over Modbus TCP (127.0.0.1:{port}, registers {MODBUS_ADDRESS}+16) by a PLC"
+        f"    the line: station {LINE_STATION} ({stations.relative_to(home)}), a simulated "
+        f"camera\n    triggered over Modbus TCP (127.0.0.1:{port}) by a PLC, a pymodbus client"
     )
     with _running_service(settings), ModbusTcpClient("127.0.0.1", port=port) as client:
         plc = ModbusPlc(client, MODBUS_ADDRESS, give_up_s=10 * DEADLINE_MS / 1000)
         counter = plc.read()[modbus.COUNTER]
-        print("    what the PLC saw:  serial      verdict  defect code  trigger-to-answer  (part)")
+        print(f"    what the PLC saw (registers {MODBUS_ADDRESS}-{MODBUS_ADDRESS + 15}):")
+        print(f"      {'serial':<10} {'verdict':<8} {'defect code':<12} trigger-to-answer  part")
         for index, path in enumerate(chosen):
             serial = f"LINE-{index + 1:04d}"
             counter, answer, elapsed_ms = plc.cycle(serial, counter)
             if answer is None:
-                print(f"    PLC  {serial}   no answer within {plc.give_up_s:g} s")
+                print(f"      {serial:<10} no answer within {plc.give_up_s:g} s")
                 continue
             verdict = {modbus.OK: "OK", modbus.NG: "NG"}.get(answer[modbus.VERDICT], "-")
-            fail_safe = " fail-safe" if answer[modbus.STATUS] & modbus.FAIL_SAFE else ""
+            fail_safe = ", fail-safe" if answer[modbus.STATUS] & modbus.FAIL_SAFE else ""
             print(
-                f"    PLC  {serial}   {verdict:<7}  {answer[modbus.DEFECT_CODE]:<11}  "
-                f"{elapsed_ms:8.1f} ms{fail_safe}        ({path.parent.name})"
+                f"      {serial:<10} {verdict:<8} {answer[modbus.DEFECT_CODE]:<12} "
+                f"{elapsed_ms:14.1f} ms  {path.parent.name}{fail_safe}"
             )

@@ -141,7 +141,7 @@ class ModbusPlcServer:
         if self._registers is None:
             self._registers = registers
             for block in self.blocks:
-                registers[block.base + STATUS] = READY if block.runner.status().connected else ERROR
+                registers[block.base + STATUS] = READY if block.runner.connected else ERROR
         if function_code not in _WRITE_CODES or values is None:
             self._refresh_status()
             return None
@@ -165,7 +165,7 @@ class ModbusPlcServer:
             status = registers[block.base + STATUS]
             if status & (BUSY | RESULT_READY):
                 continue
-            connected = block.runner.status().connected
+            connected = block.runner.connected
             registers[block.base + STATUS] = READY if connected else READY | ERROR
 
     def _written(self, block: _StationBlock) -> None:

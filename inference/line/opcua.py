@@ -181,7 +181,7 @@ class OpcUaPlcHandshake:
             await write(station.ids[leaf], ua.DataValue(ua.Variant(value, _KINDS[leaf])))
 
     async def _idle(self, station: _Station) -> None:
-        connected = station.runner.status().connected
+        connected = station.runner.connected
         await self._set(station, {"Ready": True, "Error": not connected})
 
     async def _follow_sources(self) -> None:

@@ -126,6 +126,11 @@ class StationRunner:
         self._thread.join(timeout)
 
     @property
+    def connected(self) -> bool:
+        """Whether the source is open (read on every PLC poll: no lock, no status model)."""
+        return self._connected
+
+    @property
     def triggerable(self) -> bool:
         """Whether the station takes a frame on a trigger (a camera; not a hot folder)."""
         return self._camera is not None

@@ -45,10 +45,13 @@ def test_demo_trains_then_inspects_every_test_part_through_the_service(
         results, _ = store.list_results(station=STATION, limit=parts)
         assert {result.serial for result in results} == {f"DEMO-{i:04d}" for i in range(parts)}
         assert store.active_model(STATION) is not None
-        assert [key.role for key in store.list_keys()] == ["line"]
+        assert [key.role for key in store.list_keys()] == ["line", "qa"]  # qa: the pages
     finally:
         store.db.close()
     assert f"stored results for {STATION}: {parts}" in out
+    # It ends with the review queue's address and a qa key to sign in with (demo_qa.py).
+    assert re.search(rf"review queue: http://127\.0\.0\.1:\d+/review\?station={STATION}", out), out
+    assert re.search(r"qa key: +dl_[0-9a-f]{8}_", out), out
     # The line station: the PLC (Modbus) saw a verdict and defect code for each of its parts.
-    seen = re.findall(r"PLC  LINE-\d{4}   (OK|NG) +\d+ +[\d.]+ ms", out)
+    seen = re.findall(r"LINE-\d{4} +(OK|NG) +\d+ +[\d.]+ ms  \w+", out)
     assert len(seen) == LINE_PARTS, out

@@ -27,7 +27,7 @@ def test_the_demo_line_station_prints_what_the_plc_saw(
     samples = sorted((synthetic_data / "test").glob("*/*.png"))
     run_line_demo(home, version, samples)
     out = capsys.readouterr().out
-    seen = re.findall(r"PLC  (LINE-\d{4})   (OK|NG) +(\d+) +([\d.]+) ms +\((\w+)\)", out)
+    seen = re.findall(r"(LINE-\d{4}) +(OK|NG) +(\d+) +([\d.]+) ms  (\w+)", out)
     assert [serial for serial, *_ in seen] == [f"LINE-{i:04d}" for i in range(1, PARTS + 1)], out
     assert {kind == "good" for *_, kind in seen} == {True, False}  # good and defective parts
     store = Store(open_database(f"sqlite:///{home / 'defectlens.db'}"))
