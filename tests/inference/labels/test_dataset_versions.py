@@ -170,3 +170,40 @@ def test_nothing_to_freeze_and_bad_names_are_refused(store: Store, settings: Set
     assert not (settings.home / "datasets").exists() or not any(
         (settings.home / "datasets").rglob("manifest.json")
     )
+
+
+def test_0005_turns_each_labelled_result_into_a_sample(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from defectlens.inference.store import open_database, upgrade
+    from defectlens.inference.store.connect import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0004")  # a store from before the label store, with two labels on a result
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO results (result_id, verdict, score, threshold, station, "
+                    "received_at, model_name, model_version, timings_ms) VALUES ('R1', 'NG', "
+                    "0.9, 0.5, 'S1', '2026-11-26 08:00:00+00:00', 'm', 'v', '{}')"
+                )
+            )
+            for n, (label, replaces) in enumerate((("OK", None), ("NG", 1)), 1):
+                connection.execute(
+                    text(
+                        "INSERT INTO labels (id, result_id, label, author, created_at, "
+                        "overrides_label_id) VALUES (:id, 'R1', :label, 'alice', "
+                        "'2026-11-26 09:00:00+00:00', :replaces)"
+                    ),
+                    {"id": n, "label": label, "replaces": replaces},
+                )
+    finally:
+        engine.dispose()
+    with open_database(url) as database:  # migrates to the head
+        store = Store(database)
+        (sample,) = store.list_samples()
+        assert (sample.result_id, sample.source) == ("R1", "S1")
+        assert sample.label is not None and sample.label.annotation.verdict == "NG"
+        assert [label.id for label in store.label_history(sample.id)] == [1, 2]

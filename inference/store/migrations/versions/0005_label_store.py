@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("split", sa.String(8), nullable=True),
         sa.Column("source", sa.String(128), nullable=True),
         sa.Column("created_at", TIMESTAMP, nullable=False),
-        sa.CheckConstraint("split IN ('train', 'val', 'test')", name="ck_samples_split"),
+        sa.CheckConstraint("split IN ('train', 'val', 'test')", name="split"),
         sa.ForeignKeyConstraint(
             ["result_id"], ["results.result_id"], name="fk_samples_result_id_results"
         ),
@@ -62,6 +62,11 @@ def upgrade() -> None:
         sqlite_where=sa.text("result_id IS NULL"),
         postgresql_where=sa.text("result_id IS NULL"),
     )
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        # SQLite alters `labels` by copying it to a new table and dropping the old one, and
+        # the copy's corrections would point at the dropped table: set them aside meanwhile.
+        _set_corrections_aside()
     with op.batch_alter_table("labels") as labels:
         labels.alter_column("result_id", existing_type=sa.String(32), nullable=True)
         labels.add_column(sa.Column("sample_id", sa.Integer(), nullable=True))
@@ -72,6 +77,8 @@ def upgrade() -> None:
         )
         labels.create_foreign_key("fk_labels_sample_id_samples", "samples", ["sample_id"], ["id"])
         labels.create_index("ix_labels_sample_id", ["sample_id"])
+    if sqlite:
+        _restore_corrections()
     op.create_table(
         "label_regions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -109,13 +116,35 @@ def downgrade() -> None:
     op.drop_index("ix_label_regions_label_id", table_name="label_regions")
     op.drop_table("label_regions")
     op.execute("DELETE FROM labels WHERE result_id IS NULL")
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        _set_corrections_aside()
     with op.batch_alter_table("labels") as labels:
         labels.drop_index("ix_labels_sample_id")
         labels.drop_constraint("fk_labels_sample_id_samples", type_="foreignkey")
         labels.drop_column("overrides_model")
         labels.drop_column("sample_id")
         labels.alter_column("result_id", existing_type=sa.String(32), nullable=False)
+    if sqlite:
+        _restore_corrections()
     op.drop_index("uq_samples_sha256_imported", table_name="samples")
     op.drop_index("uq_samples_result_id", table_name="samples")
     op.drop_table("samples")
     op.drop_table("label_classes")
+
+
+def _set_corrections_aside() -> None:
+    op.execute(
+        "CREATE TABLE _labels_corrections AS SELECT id, overrides_label_id FROM labels "
+        "WHERE overrides_label_id IS NOT NULL"
+    )
+    op.execute("UPDATE labels SET overrides_label_id = NULL")
+
+
+def _restore_corrections() -> None:
+    op.execute(
+        "UPDATE labels SET overrides_label_id = (SELECT c.overrides_label_id FROM "
+        "_labels_corrections c WHERE c.id = labels.id) "
+        "WHERE id IN (SELECT id FROM _labels_corrections)"
+    )
+    op.execute("DROP TABLE _labels_corrections")
