@@ -36,6 +36,7 @@ from defectlens.datasets.labels.model import (
     check_annotation,
 )
 from defectlens.errors import Conflict, InputError, NotFound
+from defectlens.inference.store.audit import record_audit
 from defectlens.inference.store.checks import check_row
 from defectlens.inference.store.database import Database
 from defectlens.inference.store.tables import (
@@ -335,6 +336,9 @@ class LabelStore:
                         continue
                 _add_label(session, sample, new.annotation, author, None)
                 labels += 1
+            sources = sorted({new.source or "" for new in samples})
+            detail = {"samples_added": added, "samples_known": known, "labels_added": labels}
+            record_audit(session, author, "import labels", ", ".join(sources)[:256], detail)
         return ImportCounts(added, known, labels, created)
 
     # --- classes ------------------------------------------------------------------------
@@ -371,6 +375,7 @@ class LabelStore:
                 check_row(row)
                 session.add(row)
                 session.flush()
+                record_audit(session, created_by, "freeze dataset", f"{name}/{version_id}", {})
             return DatasetVersion.of(row)
 
     def dataset_versions(self, name: str | None = None) -> list[DatasetVersion]:

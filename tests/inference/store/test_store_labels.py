@@ -146,3 +146,13 @@ def test_dataset_versions_are_recorded_once(store: Store) -> None:
     assert [v.id for v in store.dataset_versions("pcb")] == ["abc123def456"]
     with pytest.raises(NotFound, match="datasets list"):
         store.dataset_version("zzz")
+
+
+def test_imports_and_freezes_are_in_the_audit_log(store: Store) -> None:
+    store.import_samples([new_sample(1, Annotation("OK"))], "qa:alice")
+    store.add_dataset_version("abc123def456", "pcb", "/x", {}, "qa:bob")
+    entries = store.audit_entries()
+    assert {(e.actor, e.action, e.target) for e in entries} == {
+        ("qa:alice", "import labels", "batch1"),
+        ("qa:bob", "freeze dataset", "pcb/abc123def456"),
+    }
