@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import YamlConfigSettingsSource
 
@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     drift_alert: float = Field(default=0.25, gt=0)
     """Score drift (population stability index of a model version's production scores
     against its good validation scores) above which reports, /metrics and the log alert."""
+    report_daily_hour: int | None = Field(default=None, ge=0, le=23)
+    """The plant-time hour from which the service writes (and mails) the previous day's
+    report, once a day; None: no daily report (`defectlens report --daily` for cron)."""
+    report_dir: Path | None = None
+    """Where daily reports go, a folder a day (HTML, PDF, CSV); default <home>/reports."""
+    report_mail_to: str | None = None
+    """Addresses the daily report is mailed to, comma-separated; none: not mailed."""
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, gt=0, lt=65536)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
+    """starttls (port 587), ssl (port 465) or none (a relay on the plant's own network)."""
+    smtp_from: str = "defectlens@localhost"
 
     def __init__(self, **values: Any) -> None:
         """Raises `InputError` naming each setting that is invalid, and where it is set."""
@@ -60,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.home / "images"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.report_dir or self.home / "reports"
 
     @property
     def resolved_database_url(self) -> str:

@@ -158,8 +158,8 @@ def _add_report_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "DEFECTLENS_SHIFTS. html: one self-contained file (charts inline); csv: a folder "
         "with one CSV per table; pdf: the summary and each chart, a page each.",
     )
-    report.add_argument("--from", dest="first", required=True, type=_date, metavar="DATE")
-    report.add_argument("--to", dest="last", required=True, type=_date, metavar="DATE")
+    report.add_argument("--from", dest="first", type=_date, metavar="DATE")
+    report.add_argument("--to", dest="last", type=_date, metavar="DATE")
     report.add_argument("--line", help="only this line")
     report.add_argument("--station", help="only this station")
     report.add_argument(
@@ -177,7 +177,15 @@ def _add_report_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     report.add_argument("--format", choices=("html", "csv", "pdf"), default="html")
     report.add_argument("--lang", choices=("en", "zh"), default="en")
-    report.add_argument("--out", required=True, type=Path, help="file (html, pdf) or folder (csv)")
+    report.add_argument("--out", type=Path, help="file (html, pdf) or folder (csv)")
+    report.add_argument("--rules", action="store_true", help="mark Western Electric run rules")
+    report.add_argument(
+        "--daily",
+        action="store_true",
+        help="the daily report (for cron): the previous plant day (or --day) to "
+        "DEFECTLENS_REPORT_DIR and by e-mail (DEFECTLENS_SMTP_*), once a day however often run",
+    )
+    report.add_argument("--day", type=_date, metavar="DATE", help="with --daily: this day")
     report.set_defaults(handler=_report)
 
 
@@ -196,6 +204,10 @@ def _report(args: argparse.Namespace) -> int:
     from defectlens.inference.store import open_database
     from defectlens.settings import Settings
 
+    if args.daily:
+        return _daily_report(args)
+    if args.first is None or args.last is None or args.out is None:
+        raise InputError("give --from, --to and --out (or --daily)")
     if (args.baseline_from is None) != (args.baseline_to is None):
         raise InputError("give both --baseline-from and --baseline-to, or neither")
     settings = Settings()
@@ -207,6 +219,7 @@ def _report(args: argparse.Namespace) -> int:
         args.grain,
         args.baseline_from,
         args.baseline_to,
+        run_rules=args.rules,
     )
     database = open_database(settings.resolved_database_url)
     try:
@@ -224,6 +237,27 @@ def _report(args: argparse.Namespace) -> int:
     else:
         out.write_text(html_report(report, args.lang), encoding="utf-8")
     print(out)
+    return EXIT_OK
+
+
+def _daily_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from defectlens.inference.reports.daily import due_day, send_daily
+    from defectlens.inference.store import open_database
+    from defectlens.settings import Settings
+
+    settings = Settings()
+    day = args.day or due_day(datetime.now(UTC), settings.timezone, 0)
+    database = open_database(settings.resolved_database_url)
+    try:
+        outcome = send_daily(database, settings, day, actor="cli")
+    finally:
+        database.close()
+    if not outcome.sent:
+        print(f"the report of {day} was sent before; nothing to do")
+        return EXIT_OK
+    print(outcome.folder)
     return EXIT_OK
 
 

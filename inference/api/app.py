@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -43,6 +44,7 @@ from defectlens.inference.api.routers import (
     stations,
 )
 from defectlens.inference.line.runner import start_line
+from defectlens.inference.reports.watch import REPORT_CHECK_S, watch_reports
 from defectlens.inference.service import InspectionService, ServiceSettings
 from defectlens.inference.service.deliveries import start_delivery
 from defectlens.inference.service.instances import HEARTBEAT_S
@@ -87,6 +89,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             loops.append(_every(2.0, line.write_snapshot))
         qa_poll_s = settings.deployment_poll_s or HEARTBEAT_S
         loops.append(_every(qa_poll_s, lambda: poll_qa_loop(service)))  # shadow runs, worker
+        loops.append(_every(REPORT_CHECK_S, partial(watch_reports, service)))  # drift, daily
         tasks = [asyncio.create_task(loop) for loop in loops]
         try:
             yield

@@ -117,6 +117,20 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.model_drift = Gauge(
+            "defectlens_model_score_drift",
+            "Score drift of a model version over the last day: population stability index of "
+            "its production scores against its good validation scores (reports' model health).",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.model_drift_alert = Gauge(
+            "defectlens_model_drift_alert",
+            "1 while a model version's score drift is above DEFECTLENS_DRIFT_ALERT, else 0.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
