@@ -106,7 +106,8 @@ def test_sent_once_a_day_and_again_after_a_failure(
     assert message["To"] == "qa@plant.example"
     names = {part.get_filename() for part in message.walk() if part.get_filename()}
     assert names == {"report.html", "report.pdf"}
-    assert "NG rate 12.5%" in message.get_payload()[0].get_payload()  # 1 of 8
+    body = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    assert "Parts 8, NG 1, NG rate 12.5%" in str(body.get_payload())
     # Asked again (the next loop, a restarted service, cron): nothing more is sent.
     assert not send_daily(db, settings, day).sent
     assert len(inbox.messages) == 1
