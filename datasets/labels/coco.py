@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from defectlens.datasets.labels.export import ExportSample, export_classes, place
-from defectlens.datasets.labels.model import Annotation, Region, polygon_box
+from defectlens.datasets.labels.model import Annotation, Region, Verdict, polygon_box
 from defectlens.datasets.labels.plan import ImportPlan, SkipReason
 from defectlens.errors import DataError
 
@@ -67,7 +67,7 @@ def read_coco(path: Path) -> ImportPlan:
         except _Skipped as skipped:
             plan.skip(name, skipped.where, skipped.reason, skipped.detail)
             continue
-        verdict = "NG" if regions else "OK"
+        verdict: Verdict = "NG" if regions else "OK"
         plan.add(
             image, Annotation(verdict, tuple(regions)), f"{name}:{where}", None, reference, split
         )

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from defectlens.datasets.images import read_image
 from defectlens.datasets.labels.export import ExportSample, export_classes, place, stem
 from defectlens.datasets.labels.model import Annotation, Region
-from defectlens.datasets.labels.plan import ImportPlan, sha256_of
+from defectlens.datasets.labels.plan import ImportPlan, SkipReason, sha256_of
 from defectlens.datasets.layout import IMAGE_SUFFIXES
 from defectlens.errors import DataError, InputError
 
@@ -74,7 +74,7 @@ def read_mask_folder(root: Path, values: dict[int, str] | None = None) -> Import
                 else:
                     regions += _by_value(mask, value_map, found)
         except (InputError, _Unknown) as exc:
-            reason = "unknown class" if isinstance(exc, _Unknown) else "malformed"
+            reason: SkipReason = "unknown class" if isinstance(exc, _Unknown) else "malformed"
             plan.skip(where, "", reason, str(exc))
             continue
         annotation = Annotation("NG" if regions else "OK", tuple(regions))

@@ -73,8 +73,8 @@ def voc_xml(sample: ExportSample) -> str:
         ElementTree.SubElement(obj, "difficult").text = "0"
         box = ElementTree.SubElement(obj, "bndbox")
         x0, y0, x1, y1 = region.box
-        for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
-            ElementTree.SubElement(box, tag).text = _number(value)
+        for tag, coordinate in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
+            ElementTree.SubElement(box, tag).text = _number(coordinate)
     ElementTree.indent(top)
     return ElementTree.tostring(top, encoding="unicode") + "\n"
 

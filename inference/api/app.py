@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -117,7 +118,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # request id (`_ServiceApp`).
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics)
     app.add_middleware(RequestAccounting, metrics=metrics)
-    routers = (inspect, results, models, stations, deliveries, reports, health)
+    routers: tuple[ModuleType, ...] = (
+        inspect,
+        results,
+        models,
+        stations,
+        deliveries,
+        reports,
+        health,
+    )
     routers += (jobs, shadow, compare, audit)  # the QA loop: retrain, shadow, compare, audit
     routers += (labels, datasets)  # the label store and dataset versions
     for module in routers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from defectlens.datasets.images import read_header
@@ -165,7 +165,7 @@ def export_labels(
 ) -> tuple[int, list[str]]:
     """Write the labelled samples `where` selects in `format` to the new folder `out`;
     how many were written, and the lines of those left out."""
-    chosen = store.list_samples(SampleFilter(**{**_fields(where), "labelled": True}))
+    chosen = store.list_samples(replace(where or SampleFilter(), labelled=True))
     found, left_out = sample_files(store, settings, chosen)
     if not found:
         raise InputError("no labelled sample with an image matches; nothing to export")
@@ -173,12 +173,6 @@ def export_labels(
     with new_folder(out) as folder:
         write_labels(format, [f.export for f in found], folder, classes, label_files(settings).mask)
     return len(found), left_out
-
-
-def _fields(where: SampleFilter | None) -> dict[str, object]:
-    if where is None:
-        return {}
-    return {name: getattr(where, name) for name in where.__dataclass_fields__}
 
 
 def _image_of(
@@ -191,13 +185,14 @@ def _image_of(
             raise NotFound(f"its image {path} is missing")
         return path, sample.sha256, sample.width, sample.height
     result = store.get_result(sample.result_id or "")
-    path = (
+    found = (
         None
         if result is None
         else find_image(settings.images_dir, result.result_id, result.received_at)
     )
-    if path is None:
+    if found is None:
         raise NotFound(f"result {sample.result_id}: its image was not retained")
+    path = found
     if sample.sha256 and sample.width and sample.height:
         return path, sample.sha256, sample.width, sample.height
     data = path.read_bytes()

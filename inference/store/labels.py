@@ -506,7 +506,7 @@ def _same(stored: Annotation, new: Annotation) -> bool:
     )
 
 
-def _sample_query(where: SampleFilter) -> Select[tuple[SampleRow, LabelRow]]:
+def _sample_query(where: SampleFilter) -> Select[SampleRow, LabelRow]:
     label = aliased(LabelRow)
     later = aliased(LabelRow)
     standing = ~exists().where(later.overrides_label_id == label.id)
@@ -535,4 +535,4 @@ def _sample_query(where: SampleFilter) -> Select[tuple[SampleRow, LabelRow]]:
         query = query.where(SampleRow.result_id.is_(None))
     elif where.imported is False:
         query = query.where(SampleRow.result_id.is_not(None))
-    return cast(Select[tuple[SampleRow, LabelRow]], query)
+    return cast(Select[SampleRow, LabelRow], query)

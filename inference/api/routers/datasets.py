@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 
 from defectlens.datasets.labels.formats import ExportFormat
 from defectlens.datasets.labels.model import Split
+from defectlens.datasets.versions import DEFAULT_FRACTIONS
 from defectlens.inference.api.dependencies import Service
 from defectlens.inference.api.errors import Forbidden
 from defectlens.inference.api.routers.labels import Labeller, LabelReader
@@ -42,7 +43,7 @@ class FreezeIn(BaseModel):
     labelled_until: datetime | None = None
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     fractions: dict[Split, float] = Field(
-        default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15},
+        default_factory=lambda: dict(DEFAULT_FRACTIONS),
         description="of each class; a sample's split hint wins",
     )
 
