@@ -200,6 +200,13 @@ def p_chart_figure(chart: PChart) -> Figure:
     out = [
         (i, y) for i, (y, p) in enumerate(zip(ys, chart.points, strict=True)) if p.out_of_control
     ]
+    ruled = [
+        (i, y)
+        for i, (y, p) in enumerate(zip(ys, chart.points, strict=True))
+        if p.rules and not p.out_of_control
+    ]
+    if ruled:  # a Western Electric rule broken (the report asked for them)
+        axes.plot([i for i, _ in ruled], [y for _, y in ruled], "o", color="#e67e22", markersize=8)
     if out:
         axes.plot([i for i, _ in out], [y for _, y in out], "o", color="#e74c3c", markersize=9)
     axes.set_ylabel("NG %")
