@@ -109,7 +109,7 @@ def run_training_job(settings: Settings, store: Store, job_id: int) -> TrainingJ
         shutil.rmtree(out, ignore_errors=True)
         recipe_file = folder / "recipe.yaml"
         recipe_file.write_text(yaml.safe_dump(job.recipe, sort_keys=False), encoding="utf-8")
-        if not Path(job.data_path).is_dir():
+        if not Path(job.data_path).exists():
             return store.finish_job(
                 job.id,
                 "failed",

@@ -79,7 +79,7 @@ def start_job(
     recipe = read_recipe(settings, request.recipe)
     if request.name is not None:
         recipe["name"] = request.name
-    data_path = resolve_data(store, settings, request.data)
+    data_path = training_data(resolve_data(store, settings, request.data), recipe)
     if request.station is not None and store.get_station(request.station) is None:
         raise NotFound(f"station {request.station!r} is not known; create it first")
     job = store.create_job(
@@ -147,6 +147,22 @@ def resolve_data(store: Store, settings: Settings, data: str) -> Path:
             "dataset folder inside the workspace"
         )
     return folder
+
+
+def training_data(folder: Path, recipe: dict[str, Any]) -> Path:
+    """What the training reads from a folder: of a dataset version, its `good/` for an
+    anomaly recipe (fitted on good parts) and its `coco.json` for a detector; any other
+    folder as it is."""
+    if not (folder / "manifest.json").is_file():
+        return folder
+    family = recipe.get("family", "anomaly")
+    path = folder / ("coco.json" if family == "detection" else "good")
+    if not path.exists():
+        raise InputError(
+            f"dataset version {folder.name}: it has no {path.name}, which a {family} recipe "
+            "trains on; freeze a version with such labels"
+        )
+    return path
 
 
 def inside_workspace(settings: Settings, given: str, what: str) -> Path:

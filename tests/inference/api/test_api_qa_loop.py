@@ -327,3 +327,24 @@ def test_compare_without_labelled_parts_says_so(service: Service) -> None:
         headers=service.auth("qa"),
     )
     assert response.status_code == 422 and "label parts first" in response.json()["detail"]
+
+
+def test_a_dataset_version_gives_anomaly_recipes_its_good_parts_and_detectors_its_coco(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(local_worker=False)
+    home, qa = service.settings.home, service.auth("qa")
+    version = home / "datasets" / "panel" / "3fa2c1d4e5f6"
+    (version / "good").mkdir(parents=True)
+    (version / "manifest.json").write_text("{}")
+    (home / "detector.yaml").write_text("name: boxes\nfamily: detection\n")
+    body = {"recipe": "anomaly", "data": "datasets/panel/3fa2c1d4e5f6"}
+    anomaly = service.client.post("/v1/jobs", json=body, headers=qa)
+    assert anomaly.status_code == 202 and anomaly.json()["data_path"] == str(
+        version.resolve() / "good"
+    )
+    detector = service.client.post("/v1/jobs", json={**body, "recipe": "detector.yaml"}, headers=qa)
+    assert detector.status_code == 422 and "no coco.json" in detector.json()["detail"]
+    (version / "coco.json").write_text("{}")
+    detector = service.client.post("/v1/jobs", json={**body, "recipe": "detector.yaml"}, headers=qa)
+    assert detector.json()["data_path"] == str(version.resolve() / "coco.json")
