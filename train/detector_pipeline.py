@@ -130,9 +130,11 @@ def train_detector(
     checkpoints = parent / CHECKPOINTS
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
+    fit_started = time.perf_counter()
     progress = fit_detector(
         network, fit_pairs, validation_pairs, recipe, checkpoints, resume=resume, say=say
     )
+    fit_wall = time.perf_counter() - fit_started
     found = detect(network, validation_pairs)
     truth = [Detections.truth(p.boxes, p.labels) for p in validation_pairs]
     thresholds = best_f1_thresholds(truth, found, len(dataset.classes), recipe.min_threshold)
@@ -209,6 +211,8 @@ def train_detector(
         training = {
             "epochs": progress.epoch,
             "train_minutes": round(progress.elapsed_s / 60, 2),
+            "clock": recipe.schedule.clock,
+            "wall_minutes_this_run": round(fit_wall / 60, 2),
             "stopped": progress.stopped,
             "best_epoch": progress.best_epoch,
             "validation_map50": round(progress.best_map50, 4),
