@@ -132,7 +132,12 @@ def _jobs_list(args: argparse.Namespace) -> int:
 def _jobs_start(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from defectlens.inference.service.jobs import JobRequest, start_job, uses_local_worker
+    from defectlens.inference.service.jobs import (
+        JobRequest,
+        LocalWorker,
+        start_job,
+        uses_local_worker,
+    )
 
     store, settings = _open()
     try:
@@ -151,11 +156,20 @@ def _jobs_start(args: argparse.Namespace) -> int:
         if uses_local_worker(settings)
         else "a `defectlens worker` on any machine of the database runs it"
     )
-    print(f"queued training job {job.id}: {runner}")
-    if args.wait:
+    if not args.wait:
+        print(f"queued training job {job.id}: {runner}")
+        print(job.id)
+        return EXIT_OK
+    print(f"queued training job {job.id}", flush=True)
+    # On SQLite, a worker of this command's own runs it (beside a service's, if one runs).
+    worker = LocalWorker(settings) if uses_local_worker(settings) else None
+    try:
+        if worker is not None:
+            worker.ensure_running()
         return _follow(store, job.id)
-    print(job.id)
-    return EXIT_OK
+    finally:
+        if worker is not None:
+            worker.stop()
 
 
 def _follow(store: Any, job_id: int) -> int:

@@ -18,6 +18,8 @@ from api_service import STATION, Service
 from defectlens.inference.service.deployments import register_model_dir
 
 Wait = Callable[[], Any]
+# kombu's SQLAlchemy transport declares a relationship SQLAlchemy 2.1 deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 
 def eventually(check: Wait, timeout_s: float = 60.0) -> Any:

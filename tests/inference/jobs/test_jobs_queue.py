@@ -4,6 +4,8 @@ nothing behind, a failing job says why; on PostgreSQL the same code path carries
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import sys
 import time
@@ -16,6 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for pg_server
 from pg_server import postgres_server  # noqa: F401  (the session fixture)
 
+from defectlens.cli import main
 from defectlens.datasets.synthetic import generate_dataset
 from defectlens.inference.service.jobs import JobRequest, LocalWorker, start_job
 from defectlens.inference.service.settings import ServiceSettings
@@ -23,7 +26,11 @@ from defectlens.inference.store import Store, open_database
 from defectlens.inference.store.jobs import TrainingJob
 
 FINISHED = ("succeeded", "failed", "cancelled")
-pytestmark = pytest.mark.slow  # trains tiny models in worker processes
+pytestmark = [
+    pytest.mark.slow,  # trains tiny models in worker processes
+    # kombu's SQLAlchemy transport declares a relationship SQLAlchemy 2.1 deprecates
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +164,27 @@ def test_the_queue_on_postgresql_carries_a_job_to_a_worker(
     finally:
         worker.stop()
         store.db.close()
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_jobs_command_runs_a_job_and_says_why_it_failed(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEFECTLENS_HOME", str(workspace))
+    monkeypatch.delenv("DEFECTLENS_DATABASE_URL", raising=False)
+    code, out, _ = cli("jobs", "start", "recipes/wrong.yaml", "--data", "data", "--wait")
+    assert code == 1 and "failed" in out and "image_size" in out
+    code, out, _ = cli("jobs", "list")
+    assert code == 0 and out.split()[1] == "failed"
+    code, out, _ = cli("jobs", "logs", "1", "--lines", "5")
+    assert code == 0 and "defectlens: error:" in out
+    code, _, err = cli("jobs", "cancel", "1")
+    assert code == 2 and "already failed" in err
+    code, _, err = cli("jobs", "start", "anomaly", "--data", "/")
+    assert code == 2 and "inside the workspace" in err
