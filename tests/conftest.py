@@ -50,3 +50,36 @@ def trained_model(
 def model_copy(trained_model: Path, tmp_path: Path) -> Path:
     """A private copy of the trained version, for tests that damage it."""
     return Path(shutil.copytree(trained_model, tmp_path / trained_model.name))
+
+
+SMALL_DETECTOR = {
+    "name": "test-boards",
+    "family": "detection",
+    "image_size": 128,
+    "crop": 64,
+    "width": 16,
+    "top_k": 20,
+    "batch_size": 8,
+    "evaluation_fraction": 0.25,
+    "validation_fraction": 0.2,
+    "schedule": {"epochs": 2, "max_minutes": 5},
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_boards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic PCB-like boards with boxes (COCO file), one golden template for all."""
+    from defectlens.datasets.synthetic_pcb import write_pcb_dataset
+
+    return write_pcb_dataset(tmp_path_factory.mktemp("boards") / "boards", 24, size=128, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_detector(synthetic_boards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A detector version folder (two short epochs: the contract, not the accuracy), trained
+    once through the function `defectlens train` calls."""
+    from defectlens.train.detector_pipeline import train_detector
+    from defectlens.train.detector_recipe import DetectorRecipe
+
+    recipe = DetectorRecipe.model_validate(SMALL_DETECTOR)
+    return train_detector(recipe, synthetic_boards, tmp_path_factory.mktemp("detectors"))
