@@ -304,3 +304,21 @@ def test_labels_and_a_dataset_on_postgresql(
     frozen = service.client.post("/v1/datasets", json={"name": "pg"}, headers=qa)
     assert frozen.status_code == 201, frozen.text
     assert frozen.json()["counts"]["images"] == 5
+
+
+def test_the_demo_labels_stored_ng_parts_and_freezes_them(
+    service: Service, part_images: dict[str, list[Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from defectlens.demo_labels import run_labels_demo
+
+    defective = [
+        p for kind, paths in part_images.items() if kind not in ("train", "good") for p in paths
+    ]
+    verdicts = [service.inspect(p.read_bytes()).json()["verdict"] for p in defective[:8]]
+    assert "NG" in verdicts
+    run_labels_demo(service.settings.home)
+    out = capsys.readouterr().out
+    assert "NG parts labelled (1 overriding the model)" in out
+    assert "dataset version demo-parts" in out
+    (version,) = service.store.dataset_versions()
+    assert version.counts["images"] == min(verdicts.count("NG"), 6)
