@@ -32,7 +32,7 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from defectlens.inference.reports.calendar import Period, check_on_bucket
 from defectlens.inference.reports.figures import Counts
@@ -74,8 +74,8 @@ class Scope:
         """The conditions on a rollup table; `times=False` leaves out the time bounds, for a
         query whose periods already lie within them."""
         found = [table.bucket >= self.start, table.bucket < self.end] if times else []
-        if self.line is not None and table is not ReportScoreCountRow:
-            found.append(table.line == self.line)
+        if self.line is not None and not issubclass(table, ReportScoreCountRow):
+            found.append(table.line == self.line)  # score bins are kept per station only
         if self.station is not None:
             found.append(table.station == self.station)
         return found
@@ -159,7 +159,7 @@ def totals(db: Database, scope: Scope) -> Counts:
     return breakdown(db, scope).total
 
 
-def _named(value: ColumnElement[str]) -> ColumnElement[str]:
+def _named(value: InstrumentedAttribute[str]) -> ColumnElement[str]:
     """A rollup's line or product, '' (the result named none) as NONE_KEY."""
     return case((value == "", literal(NONE_KEY)), else_=value)
 

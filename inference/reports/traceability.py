@@ -4,6 +4,7 @@ map (served by `GET /v1/results/{id}/image` and `/heatmap`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from defectlens.errors import InputError
@@ -23,7 +24,7 @@ class TracedPart:
 
 
 def parts_by_serial(
-    store: Store, serial: str, stations: list[str] | None = None
+    store: Store, serial: str, stations: Sequence[str] | None = None
 ) -> list[TracedPart]:
     """The inspections of `serial`, newest first, at most MAX_PARTS; with `stations`, only
     theirs (an API key limited to some stations sees no other)."""

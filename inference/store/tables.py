@@ -537,7 +537,7 @@ class ReportCountRow(Base):
     `line` and `product` are '' for results without."""
 
     __tablename__ = "report_counts"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -562,7 +562,7 @@ class ReportDefectCountRow(Base):
     by a standing QA label (`qa`), per bucket, station, line and product."""
 
     __tablename__ = "report_defect_counts"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -578,7 +578,7 @@ class ReportScoreCountRow(Base):
     from 0.95) per bucket, station and model version."""
 
     __tablename__ = "report_score_counts"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     bucket: Mapped[datetime] = mapped_column(primary_key=True)
     station: Mapped[str] = mapped_column(String(64), primary_key=True)
