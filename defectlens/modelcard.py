@@ -69,6 +69,9 @@ class ModelCard(_Strict):
     calibration: Calibration
     class_thresholds: dict[str, float] = Field(default_factory=dict)
     classes: list[str] = Field(default_factory=lambda: ["anomaly"])
+    codes: dict[str, int] = Field(default_factory=dict)
+    """The PLC defect code of each class (1..99); a class not named here gets its place in
+    `classes`, 1-based (so an anomaly model's defects are 1)."""
     metrics: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, float] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)

@@ -73,6 +73,14 @@ class FoundDefects:
     """The part's score: the highest normalised detection score (0 with none)."""
 
 
+def defect_code(card: ModelCard, defect_class: str) -> int:
+    """The PLC defect code of a class: the card's `codes`, else its 1-based place in the
+    card's classes; a class the card does not know is 1 (a defect)."""
+    if defect_class in card.codes:
+        return card.codes[defect_class]
+    return card.classes.index(defect_class) + 1 if defect_class in card.classes else 1
+
+
 def class_thresholds(card: ModelCard) -> list[float]:
     """A detector's per-class score thresholds in the order of its classes (a class the
     card gives none keeps the documented 0.5)."""

@@ -7,8 +7,12 @@ import concurrent.futures
 import logging
 from dataclasses import dataclass
 
+from defectlens.errors import DefectLensError
+from defectlens.inference.engine_registry import EngineRegistry
 from defectlens.inference.line.parts import LineAnswer
+from defectlens.inference.postprocess import defect_code
 from defectlens.prediction import Verdict
+from defectlens.result import InspectionResult
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,27 @@ class PlcAnswer:
         return self.verdict is None
 
 
-def plc_answer(station: str, done: concurrent.futures.Future[LineAnswer]) -> PlcAnswer:
-    """The answer to a trigger whose future `done` has completed."""
+def class_code(registry: EngineRegistry | None, station: str, result: InspectionResult) -> int:
+    """The strongest defect's class code (`postprocess.defect_code`) in the card of the
+    model that inspected the part; DEFECT when that model no longer serves the station."""
+    if registry is None or not result.defects:
+        return DEFECT
+    try:
+        card = registry.get(station).card
+    except DefectLensError:
+        return DEFECT
+    if card.version != result.model.version or card.name != result.model.name:
+        return DEFECT
+    return defect_code(card, result.defects[0].class_)
+
+
+def plc_answer(
+    station: str,
+    done: concurrent.futures.Future[LineAnswer],
+    registry: EngineRegistry | None = None,
+) -> PlcAnswer:
+    """The answer to a trigger whose future `done` has completed; with the `registry`, a
+    defect's code is its class's (`class_code`), else DEFECT."""
     try:
         answer = done.result()
     except BaseException as error:  # no stored result: the PLC sees ERROR, no verdict
@@ -46,7 +69,7 @@ def plc_answer(station: str, done: concurrent.futures.Future[LineAnswer]) -> Plc
     if answer.fail_safe is not None:
         code = _FAIL_SAFE_CODES[answer.fail_safe]
     else:
-        code = DEFECT if result.defects else NO_DEFECT
+        code = class_code(registry, station, result) if result.defects else NO_DEFECT
     return PlcAnswer(
         result.verdict, code, answer.fail_safe is not None, result.score, result.result_id
     )

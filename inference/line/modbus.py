@@ -193,7 +193,7 @@ class ModbusPlcServer:
         base = block.base
         block.counter = (block.counter + 1) & 0xFFFF
         elapsed = int((time.perf_counter() - block.triggered_at) * 1000)
-        answer = plc_answer(block.runner.config.id, done)
+        answer = plc_answer(block.runner.config.id, done, block.runner.service.registry)
         status = (
             RESULT_READY | (ERROR if answer.error else 0) | (FAIL_SAFE if answer.fail_safe else 0)
         )

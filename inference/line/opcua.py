@@ -221,7 +221,7 @@ class OpcUaPlcHandshake:
         )
 
     async def _answer(self, station: _Station, done: concurrent.futures.Future[LineAnswer]) -> None:
-        answer = plc_answer(station.runner.config.id, done)
+        answer = plc_answer(station.runner.config.id, done, station.runner.service.registry)
         station.counter = (station.counter + 1) & 0xFFFFFFFF
         elapsed = (time.perf_counter() - station.triggered_at) * 1000.0
         await self._set(
@@ -254,6 +254,7 @@ class OpcUaPlcHandshake:
             answer: PlcAnswer = plc_answer(
                 station.runner.config.id,
                 await _settled(station.runner.trigger(text or None)),
+                station.runner.service.registry,
             )
             return [
                 ua.Variant(answer.verdict or "", _V.String),
