@@ -5,7 +5,7 @@ temporary SQLite database and, with --postgresql, in an empty PostgreSQL databas
 
     python scripts/report_queries.py [--results 200000] [--days 60] [--plans]
         [--postgresql postgresql+psycopg://user@host/empty_db | --postgresql temporary]
-        [--timeout 60]
+        [--timeout 60] [--sqlite-file PATH] [--no-sqlite]
 
 No ANALYZE is run, as the service runs none; a query past --timeout seconds is stopped.
 """
@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
@@ -37,7 +37,7 @@ from defectlens.inference.reports.calendar import parse_shifts, periods, plant_z
 from defectlens.inference.reports.render import html_report
 from defectlens.inference.reports.report import ReportRequest, build_report
 from defectlens.inference.store import Database, open_database
-from defectlens.inference.store.tables import StationRow
+from defectlens.inference.store.tables import ResultRow, StationRow
 from defectlens.settings import Settings
 
 STATIONS = [f"S{i}" for i in range(1, 9)]
@@ -306,9 +306,15 @@ def print_plan(db: Database, statement: str, params: Any) -> None:
 
 
 def run(db: Database, args: argparse.Namespace) -> list[Timing]:
-    began = time.perf_counter()
-    seed(db, args.results, args.days)
-    print(f"{db.dialect}: seeded {args.results} results in {time.perf_counter() - began:.0f} s")
+    with db.read() as session:
+        stored = int(session.scalar(select(func.count()).select_from(ResultRow)) or 0)
+    if stored:  # a kept database (--sqlite-file, --postgresql URL): timed as it is
+        print(f"{db.dialect}: {stored} results already stored; not seeding")
+    else:
+        began = time.perf_counter()
+        seed(db, args.results, args.days)
+        seconds = time.perf_counter() - began
+        print(f"{db.dialect}: seeded {args.results} results in {seconds:.0f} s")
     timings = time_queries(db, args.report_days, args.timeout)
     if args.plans:
         for timing in timings:
@@ -336,16 +342,25 @@ def main() -> None:
         help="URL of an empty PostgreSQL database to fill, or 'temporary' for a throwaway "
         "server from the machine's PostgreSQL binaries (tests/pg_server.py)",
     )
+    parser.add_argument(
+        "--sqlite-file",
+        type=Path,
+        help="SQLite database to seed and keep (timed as it is if it holds results already); "
+        "default: a temporary one",
+    )
+    parser.add_argument("--no-sqlite", action="store_true", help="time PostgreSQL only")
     parser.add_argument("--plans", action="store_true", help="print each query's plan")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per query")
     args = parser.parse_args()
     timings: list[Timing] = []
     with tempfile.TemporaryDirectory() as folder:
-        db = open_database(f"sqlite:///{Path(folder) / 'reports.db'}", timeout_s=args.timeout)
-        try:
-            timings += run(db, args)
-        finally:
-            db.close()
+        path = args.sqlite_file or Path(folder) / "reports.db"
+        if not args.no_sqlite:
+            db = open_database(f"sqlite:///{path.resolve()}", timeout_s=args.timeout)
+            try:
+                timings += run(db, args)
+            finally:
+                db.close()
     if args.postgresql == "temporary":
         with running_postgres() as server:
             timings += run_postgresql(server.create_database(), args)
