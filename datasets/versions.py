@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from collections import Counter
@@ -48,7 +49,9 @@ class FrozenVersion:
 
 
 def check_fractions(fractions: dict[Split, float]) -> dict[Split, float]:
-    if set(fractions) != set(SPLITS) or any(v < 0 for v in fractions.values()):
+    if set(fractions) != set(SPLITS) or not all(
+        math.isfinite(v) and v >= 0 for v in fractions.values()
+    ):
         raise InputError(f"split fractions: give train, val and test, none below 0: {fractions}")
     total = sum(fractions.values())
     if abs(total - 1) > 1e-6:

@@ -88,13 +88,17 @@ def workspace_path(settings: Settings, relative: str) -> Path:
     """A folder or file the API may import from: inside the workspace, never elsewhere on
     the server. `InputError` otherwise, `NotFound` if it does not exist."""
     home = settings.home.resolve()
-    candidate = (home / relative).resolve()
+    try:
+        candidate = (home / relative).resolve()
+        exists = candidate.exists()
+    except (ValueError, OSError) as exc:  # a NUL character, a name too long for the disk
+        raise InputError(f"path {relative[:80]!r} is not usable: {exc}") from None
     if not candidate.is_relative_to(home) or candidate == home:
         raise InputError(
             f"path {relative!r}: give a folder inside the workspace ({home}), e.g. "
             "labels/incoming/batch1; the API imports nothing from elsewhere on the server"
         )
-    if not candidate.exists():
+    if not exists:
         raise NotFound(f"{relative!r} not found in the workspace ({home})")
     return candidate
 
