@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from defectlens.demo_line import run_line_demo
+from defectlens.demo_qa import show_review_queue
 from defectlens.settings import load_settings
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def run_demo(home: Path | None = None) -> int:
     print(f"model version: {version}")
     run_labels_demo(workspace)  # label stored NG parts, freeze a dataset version
     print(f"report:        {version / 'report' / 'index.html'}")
+    show_review_queue(workspace)  # the QA pages on the parts just stored (demo_qa.py)
     return 0
 
 
