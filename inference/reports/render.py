@@ -110,6 +110,7 @@ TEXT: dict[str, dict[Lang, str]] = {
     },
     "rule_points": {"en": "points breaking a run rule", "zh": "违反判异准则的点"},
     "serial": {"en": "Serial", "zh": "序列号"},
+    "product": {"en": "Product", "zh": "产品"},
     "trace": {"en": "Part", "zh": "零件"},
     "trace_none": {
         "en": "No inspection of this serial (in the stations this key may read).",
@@ -353,7 +354,7 @@ text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4
 .chart svg{width:100%;height:auto}.good{color:#1e8449}.bad{color:#c0392b}
 form{background:#f7f7f7;padding:8px 12px;border-radius:6px}form label{margin-right:10px}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:0 32px}
-.trace img{display:block;max-height:90px;width:auto}
+.trace img{display:block;max-height:90px;width:auto}.trace td,.trace th{text-align:left}
 """
 
 
@@ -366,7 +367,7 @@ def traced_section(serial: str, parts: Sequence[TracedPart], zone: str, lang: La
     head = "".join(
         f"<th>{t(k, lang)}</th>"
         for k in (
-            "received", "station", "line", "by_product", "verdict", "score", "model", "label",
+            "received", "station", "line", "product", "verdict", "score", "model", "label",
             "image", "heatmap",
         )
     )  # fmt: skip
