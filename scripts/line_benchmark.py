@@ -92,6 +92,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="parts per station not counted")
     parser.add_argument("--poll-ms", type=float, default=2.0, help="the PLC's STATUS poll")
     parser.add_argument(
+        "--parts-in-parallel",
+        type=int,
+        help="the stations file's parts_in_parallel (default: the service's, one a core)",
+    )
+    parser.add_argument(
         "--spread",
         action="store_true",
         help="spread the stations' triggers evenly over a part's period (default: all stations "
@@ -111,7 +116,9 @@ def main() -> int:
             (parts / f"part-{index:03d}.png").write_bytes(image)
         stations = [f"cam{index + 1}" for index in range(args.stations)]
         modbus_port = free_port()
-        stations_file = write_stations(Path(tmp), stations, parts, modbus_port, args.deadline_ms)
+        stations_file = write_stations(
+            Path(tmp), stations, parts, modbus_port, args.deadline_ms, args.parts_in_parallel
+        )
         env = {**os.environ, "DEFECTLENS_HOME": str(home)}
         env.pop("DEFECTLENS_DATABASE_URL", None)
         for station in stations:
@@ -130,7 +137,8 @@ def main() -> int:
             print(
                 f"model {card.name} {card.version}: {card.input.height} px, {args.threads} "
                 f"threads; {args.stations} stations at {args.rate:g} parts/s for "
-                f"{args.seconds:g} s, deadline {args.deadline_ms:g} ms, PLC poll "
+                f"{args.seconds:g} s, deadline {args.deadline_ms:g} ms, parts in parallel "
+                f"{args.parts_in_parallel or 'one a core'}, PLC poll "
                 f"{args.poll_ms:g} ms, {args.warmup} warm-up parts per station not counted, "
                 f"triggers {'spread over the period' if args.spread else 'in phase'}",
                 flush=True,
@@ -159,10 +167,15 @@ def main() -> int:
 
 
 def write_stations(
-    folder: Path, stations: list[str], parts: Path, port: int, deadline_ms: float
+    folder: Path,
+    stations: list[str],
+    parts: Path,
+    port: int,
+    deadline_ms: float,
+    parts_in_parallel: int | None = None,
 ) -> Path:
     """The stations file: one simulated camera per station, each with its Modbus block."""
-    config = {
+    config: dict[str, object] = {
         "modbus": {"host": "127.0.0.1", "port": port, "device_id": DEVICE},
         "stations": [
             {
@@ -175,6 +188,8 @@ def write_stations(
             for index, station in enumerate(stations)
         ],
     }
+    if parts_in_parallel is not None:
+        config["parts_in_parallel"] = parts_in_parallel
     path = folder / "stations.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -54,16 +55,18 @@ def inspect_within(
     metadata: PartMetadata,
     deadline: float,
     fail_safe: Verdict,
+    threads: Executor | None = None,
 ) -> LineAnswer:
     """Inspect a part, answering by `deadline` (a `time.monotonic()` instant): past it the
     inspection is abandoned and the fail-safe verdict stored. An inspection whose result was
     already being stored at the deadline is waited for (the database timeout bounds it) and
     answered late with its own verdict, so the stored result and the answer always agree.
     An error (an undecodable frame, a station without a model, an ONNX Runtime or disk
-    failure) stores the fail-safe too, with reason `error`."""
+    failure) stores the fail-safe too, with reason `error`. `threads`: where it runs (the
+    line's own threads; default the service's inspection threads)."""
     attempt = Attempt()
     future = submit_with_context(
-        service.threads, inspect_part, service, data, metadata, False, attempt
+        threads or service.threads, inspect_part, service, data, metadata, False, attempt
     )
     try:
         try:

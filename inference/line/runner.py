@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,9 +93,13 @@ class _Trigger:
 class StationRunner:
     """One configured station: its source, its thread, its state."""
 
-    def __init__(self, service: InspectionService, config: StationConfig) -> None:
+    def __init__(
+        self, service: InspectionService, config: StationConfig, threads: Executor | None = None
+    ) -> None:
         self.service = service
         self.config = config
+        self.threads = threads
+        """Where its triggered parts are inspected (the line's threads)."""
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._triggers: queue.Queue[_Trigger] = queue.Queue()
@@ -261,7 +266,9 @@ class StationRunner:
         assert self._camera is not None
         frame = self._camera.grab()
         metadata = self._metadata(serial, frame.captured_at, camera=frame.camera)
-        return inspect_within(self.service, frame.data, metadata, deadline, self.config.fail_safe)
+        return inspect_within(
+            self.service, frame.data, metadata, deadline, self.config.fail_safe, self.threads
+        )
 
     def _metadata(
         self,
@@ -389,7 +396,14 @@ class LineRunner:
         self.service = service
         self.config = config
         self.source = source
-        self.stations = {s.id: StationRunner(service, s) for s in config.stations}
+        self.threads = ThreadPoolExecutor(
+            config.parts_in_parallel or len(os.sched_getaffinity(0)), "line-inspect"
+        )
+        """The triggered parts' inspection threads, one a core by default: parts that come
+        together are inspected a core each in trigger order, so the first are answered (and
+        their results committed) while the last still run, instead of all sharing the cores
+        and finishing together."""
+        self.stations = {s.id: StationRunner(service, s, self.threads) for s in config.stations}
         self.links: list[_Link] = []
 
     def start(self) -> None:
@@ -445,6 +459,7 @@ class LineRunner:
             link.stop()
         for runner in self.stations.values():
             runner.stop()
+        self.threads.shutdown(wait=True)  # parts in flight store their results
         with contextlib.suppress(OSError):
             snapshot_path(self.service.settings).unlink(missing_ok=True)
 

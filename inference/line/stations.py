@@ -149,6 +149,9 @@ class LineConfig(_Config):
 
     stations: list[StationConfig] = Field(min_length=1)
     modbus: ModbusServerConfig = Field(default_factory=ModbusServerConfig)
+    parts_in_parallel: int | None = Field(default=None, ge=1, le=64)
+    """Triggered parts inspected at once, over all stations (default: the machine's cores);
+    more wait their turn in trigger order. docs/plc.md, "Benchmark", says why."""
 
     @model_validator(mode="after")
     def _distinct(self) -> LineConfig:

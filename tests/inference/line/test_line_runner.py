@@ -90,3 +90,42 @@ def test_a_hot_folder_without_a_model_logs_its_wait_once(
     messages = [r.getMessage() for r in caplog.records if r.name.endswith("line.runner")]
     assert len([m for m in messages if "waits" in m]) == 1, messages
     assert any("inspects again" in m for m in messages)
+
+
+@pytest.mark.parametrize("parts_in_parallel", [None, 1])
+def test_triggered_parts_are_inspected_on_the_lines_threads(
+    service: InspectionService,
+    good_images: Path,
+    parts_in_parallel: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from defectlens.inference.line import parts
+
+    ran_on: list[str] = []
+    inspect_part = parts.inspect_part
+
+    def recording(*args: object, **kwargs: object) -> object:
+        ran_on.append(threading.current_thread().name)
+        return inspect_part(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parts, "inspect_part", recording)
+    config = LineConfig.model_validate(
+        {
+            "parts_in_parallel": parts_in_parallel,
+            "stations": [
+                {"id": STATION, "source": {"kind": "simulated", "folder": str(good_images)}}
+            ],
+        }
+    )
+    line = LineRunner(service, config, good_images / "stations.yaml")
+    line.start()
+    try:
+        answer = line.trigger(STATION, "P-1").result(timeout=30)
+    finally:
+        line.stop()
+    assert answer.verdict == "OK" and answer.fail_safe is None
+    assert [name.startswith("line-inspect") for name in ran_on] == [True]
+    workers = line.threads._max_workers  # type: ignore[attr-defined]
+    assert workers == (parts_in_parallel or len(os.sched_getaffinity(0)))
