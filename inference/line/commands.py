@@ -61,7 +61,7 @@ def _list(args: argparse.Namespace) -> int:
     )
     for station in config.stations:
         state = states.get(station.id)
-        plc = f"@{station.plc.address}" if station.plc else "-"
+        plc = station.plc.label if station.plc else "-"
         if state is None:
             print(f"{station.id:<16} {station.source.kind:<10} {plc:<6} (no running service)")
             continue

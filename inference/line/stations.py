@@ -96,12 +96,20 @@ class ModbusLink(_Config):
     address: int = Field(ge=0, le=65535 - MODBUS_BLOCK)
     """First register of the station's block of 16 (docs/plc.md)."""
 
+    @property
+    def label(self) -> str:
+        return f"@{self.address}"
+
 
 class OpcUaLink(_Config):
     """The station's handshake variables and `Inspect` method on the service's OPC UA server
     (`DEFECTLENS_OPCUA_ENDPOINT`, with its login and certificate settings: docs/plc.md)."""
 
     protocol: Literal["opcua"]
+
+    @property
+    def label(self) -> str:
+        return "opcua"
 
 
 def _protocol(value: Any) -> str:
