@@ -187,10 +187,12 @@ class DatasetVersion:
         return cls(row.id, row.name, row.path, dict(row.counts), row.created_at, row.created_by)
 
 
+_LATER = aliased(LabelRow)
+
+
 def _standing() -> Any:
     """The condition that a label (`LabelRow`) is standing: no later label replaces it."""
-    later = aliased(LabelRow)
-    return ~exists().where(later.overrides_label_id == LabelRow.id)
+    return ~exists().where(_LATER.overrides_label_id == LabelRow.id)
 
 
 class LabelStore:
@@ -222,7 +224,9 @@ class LabelStore:
                     raise InputError(
                         f"label {overrides_label_id} is not a label of result {result_id}"
                     )
-            return _add_label(session, sample, annotation, author, overrides_label_id).id
+            standing = _standing_label(session, sample.id)
+            _check_replaces(sample, standing, overrides_label_id)
+            return _add_label(session, sample, annotation, author, standing).id
 
     def sample_for_result(self, result_id: str) -> int:
         """The sample of a result's image, made on first use; `NotFound` if no such result."""
@@ -245,7 +249,9 @@ class LabelStore:
             ).one_or_none()
             if sample is None:
                 raise NotFound(f"sample {sample_id} not found")
-            return Label.of(_add_label(session, sample, annotation, author, replaces))
+            standing = _standing_label(session, sample.id)
+            _check_replaces(sample, standing, replaces)
+            return Label.of(_add_label(session, sample, annotation, author, standing))
 
     def label_history(self, sample_id: int) -> list[Label]:
         """Every label of a sample, oldest first."""
@@ -322,6 +328,7 @@ class LabelStore:
                     session.add(sample)
                     session.flush()
                     added += 1
+                    standing = None  # a new sample has no label yet
                 else:
                     known += 1
                     if new.reference_sha256 is not None:
@@ -334,7 +341,7 @@ class LabelStore:
                         Label.of(standing).annotation, new.annotation
                     ):
                         continue
-                _add_label(session, sample, new.annotation, author, None)
+                _add_label(session, sample, new.annotation, author, standing)
                 labels += 1
             sources = sorted({new.source or "" for new in samples})
             detail = {"samples_added": added, "samples_known": known, "labels_added": labels}
@@ -433,22 +440,25 @@ def _standing_label(session: Session, sample_id: int) -> LabelRow | None:
     ).one_or_none()
 
 
-def _add_label(
-    session: Session,
-    sample: SampleRow,
-    annotation: Annotation,
-    author: str,
-    replaces: int | None,
-) -> LabelRow:
-    """A label row with its regions, replacing the sample's standing label."""
-    annotation = check_annotation(annotation, sample.width, sample.height, f"sample {sample.id}")
-    standing = _standing_label(session, sample.id)
+def _check_replaces(sample: SampleRow, standing: LabelRow | None, replaces: int | None) -> None:
+    """`Conflict` unless `replaces` (if given) is the sample's standing label."""
     if replaces is not None and (standing is None or standing.id != replaces):
         current = "none" if standing is None else str(standing.id)
         raise Conflict(
             f"sample {sample.id}: label {replaces} is not its standing label (that is "
             f"{current}); reload the sample and label it again"
         )
+
+
+def _add_label(
+    session: Session,
+    sample: SampleRow,
+    annotation: Annotation,
+    author: str,
+    standing: LabelRow | None,
+) -> LabelRow:
+    """A label row with its regions, replacing `standing` (the sample's standing label)."""
+    annotation = check_annotation(annotation, sample.width, sample.height, f"sample {sample.id}")
     overrides_model = False
     if sample.result_id is not None:
         result = session.get(ResultRow, sample.result_id)
