@@ -80,6 +80,7 @@ def evaluate_detector(
         truth + good_truth, kept + [d.above(thresholds) for d in good_found]
     )
     metrics: dict[str, Any] = {
+        "family": "detection",
         "map50": coco["map50"],
         "map50_95": coco["map50_95"],
         "deeppcb_precision": deeppcb["precision"],

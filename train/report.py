@@ -36,6 +36,19 @@ _HEADLINE = (
     ("false_reject_rate", "False-reject rate"),
     ("threshold", "Threshold"),
 )
+# A detector's headline (train.detector_evaluate, metrics["family"] == "detection").
+_HEADLINE_DETECTION = (
+    ("map50", "mAP@0.5"),
+    ("map50_95", "mAP@[.5:.95]"),
+    ("f1", "F-score (DeepPCB, IoU > 0.33)"),
+    ("escape_rate", "Escape rate"),
+    ("false_reject_rate", "False-reject rate"),
+)
+_DETECTOR_ESCAPES = (
+    "{missed} of {defective} defective parts had no defect found at the class thresholds. "
+    "Next step: label more examples of the classes with low recall (By defect type), or "
+    "lower those classes' thresholds in model.json (more false rejects)."
+)
 # The pooled pixel AUROC taken apart (train.evaluate): key, caption, how to read it.
 _PIXELS_APART = (
     (
@@ -75,6 +88,8 @@ PLANT_FRR_LIMIT = 0.05
 
 _SHOWN_ELSEWHERE = (
     {key for key, _ in _HEADLINE}
+    | {key for key, _ in _HEADLINE_DETECTION}
+    | {"family", "confusion"}
     | {key for key, _, _ in _PIXELS_APART}
     | set(_NEARNESS_CAPTIONS)
     | {"image_auroc_ci", "policy", "target", "level", "per_type", "warnings"}
@@ -116,7 +131,14 @@ _OTHER_CAPTIONS = {
     "recall": "Recall: defective parts rejected",
     "accuracy": "Accuracy: parts given the right verdict",
 }
-_ACRONYMS = {"roc": "ROC", "auroc": "AUROC", "aupro": "AUPRO", "pro": "PRO", "f1": "F1"}
+_ACRONYMS = {
+    "roc": "ROC",
+    "auroc": "AUROC",
+    "aupro": "AUPRO",
+    "pro": "PRO",
+    "f1": "F1",
+    "ap50": "AP@0.5",
+}
 _DASH = "—"
 
 
@@ -407,8 +429,16 @@ def _headline(metrics: dict[str, Any], calibration: Calibration | None) -> str:
         "escape_rate": _escape_advice(metrics, policy),
         "false_reject_rate": _false_reject_advice(metrics, calibration),
     }
+    detector = metrics.get("family") == "detection"
+    if detector:
+        counts = _counts(metrics)
+        rate = _value("escape_rate", metrics)
+        advice = {"escape_rate": None, "false_reject_rate": None}
+        if counts and isinstance(rate, int | float) and rate > 0:
+            missed = round(rate * counts[1])
+            advice["escape_rate"] = _DETECTOR_ESCAPES.format(missed=missed, defective=counts[1])
     cards = []
-    for key, label in _HEADLINE:
+    for key, label in _HEADLINE_DETECTION if detector else _HEADLINE:
         value = _value(key, metrics)
         note = ""
         if value is None:
@@ -712,7 +742,9 @@ def _page(
         warnings=_warnings(metrics, calibration),
         headline=_headline(metrics, calibration),
         per_type=_per_type(metrics),
-        wrong_verdicts=_wrong_verdicts(metrics, figures),
+        wrong_verdicts=""
+        if metrics.get("family") == "detection"
+        else _wrong_verdicts(metrics, figures),
         plots=_plots(figures),
         similarity=_similarity(metrics),
         pixels_apart=_explained(
