@@ -11,7 +11,9 @@ template `<stem>_temp.png`; the annotation file has one box a line, `x1,y1,x2,y2
 
 - `categories[]`: `id`, `name`; the classes are the categories sorted by `id`;
 - `images[]`: `id`, `file_name` (relative to the JSON file's folder, or to its `images/`
-  subfolder), and optionally `reference` (the aligned template, resolved the same way);
+  subfolder), and optionally `reference` (the aligned template, resolved the same way) and
+  `split` (`train`, `val` or `test`: when every image has one, training uses them instead
+  of its seeded split);
 - `annotations[]`: `image_id`, `category_id`, `bbox` `[x, y, width, height]` in pixels.
   Annotations with `iscrowd: 1` are skipped; everything else in the file is ignored.
 
@@ -44,6 +46,8 @@ class DetectionSample:
     """[n, 4] x0, y0, x1, y1 in pixels."""
     labels: npt.NDArray[np.int64]
     """[n] class index into the data set's `classes`."""
+    split: Literal["train", "val", "test"] | None = None
+    """The split a dataset version assigned (COCO `split`), if any."""
 
     @property
     def name(self) -> str:
@@ -197,11 +201,13 @@ def read_coco(path: Path) -> DetectionDataset:
         image = _resolve(path, str(entry["file_name"]), where)
         reference = entry.get("reference")
         boxes, labels = per_image.pop(int(entry["id"]), ([], []))
+        split = entry.get("split")
         samples.append(
             DetectionSample(
                 image,
                 _resolve(path, str(reference), where) if reference else None,
                 *_arrays(boxes, labels),
+                split=split if split in ("train", "val", "test") else None,
             )
         )
     if per_image:

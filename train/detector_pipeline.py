@@ -62,9 +62,17 @@ def uses_reference(recipe: DetectorRecipe, dataset: DetectionDataset) -> bool:
 def plan(
     dataset: DetectionDataset, recipe: DetectorRecipe
 ) -> tuple[list[DetectionSample], list[DetectionSample], list[DetectionSample]]:
-    """Seeded (fit, validation, evaluation) samples: `evaluation_fraction` of the data held
-    out for the report, then `validation_fraction` of the rest for early stopping and the
-    thresholds."""
+    """(fit, validation, evaluation) samples: the data set's own splits when every image
+    has one (a dataset version's train / val / test; an empty val is carved from train);
+    else seeded, `evaluation_fraction` of the data held out for the report, then
+    `validation_fraction` of the rest for early stopping and the thresholds."""
+    if dataset.samples and all(s.split is not None for s in dataset.samples):
+        train = [s for s in dataset.samples if s.split == "train"]
+        validation = [s for s in dataset.samples if s.split == "val"]
+        if not validation:
+            picked, kept = seeded_split(len(train), recipe.validation_fraction, recipe.seed)
+            train, validation = [train[i] for i in kept], [train[i] for i in picked]
+        return train, validation, [s for s in dataset.samples if s.split == "test"]
     evaluation, rest = seeded_split(len(dataset.samples), recipe.evaluation_fraction, recipe.seed)
     validation, fit = seeded_split(len(rest), recipe.validation_fraction, recipe.seed)
     pick = dataset.samples
@@ -195,9 +203,10 @@ def train_detector(
                     "validation": len(validation),
                     "evaluation": len(evaluation),
                 },
-                "split_rule": f"seeded ({recipe.seed}): evaluation "
-                f"{recipe.evaluation_fraction:.0%}, validation "
-                f"{recipe.validation_fraction:.0%} of the rest",
+                "split_rule": "the data set's own train / val / test"
+                if all(s.split is not None for s in dataset.samples)
+                else f"seeded ({recipe.seed}): evaluation {recipe.evaluation_fraction:.0%}, "
+                f"validation {recipe.validation_fraction:.0%} of the rest",
                 "reference": "fixed"
                 if golden is not None
                 else ("per part" if reference else "none"),

@@ -108,3 +108,25 @@ def test_seeded_split_is_repeatable_and_disjoint() -> None:
     assert (first, rest) == seeded_split(10, 0.2, seed=0)
     assert len(first) == 2 and sorted(first + rest) == list(range(10))
     assert seeded_split(10, 0.2, seed=1) != (first, rest)
+
+
+def test_a_dataset_versions_splits_are_used_when_every_image_has_one(tmp_path: Path) -> None:
+    from defectlens.train.detector_pipeline import plan
+    from defectlens.train.detector_recipe import DetectorRecipe
+
+    annotations = write_pcb_dataset(tmp_path / "boards", 10, size=96, seed=2)
+    coco = json.loads(annotations.read_text())
+    for i, image in enumerate(coco["images"]):
+        image["split"] = "train" if i < 6 else "val" if i < 8 else "test"
+    annotations.write_text(json.dumps(coco))
+    fit, validation, evaluation = plan(
+        open_detection_dataset(annotations), DetectorRecipe(name="b")
+    )
+    assert [s.image.name for s in evaluation] == ["board_0008.png", "board_0009.png"]
+    assert len(fit) == 6 and len(validation) == 2
+    del coco["images"][0]["split"]  # one image without: the seeded split for all
+    annotations.write_text(json.dumps(coco))
+    fit, validation, evaluation = plan(
+        open_detection_dataset(annotations), DetectorRecipe(name="b")
+    )
+    assert (len(fit), len(validation), len(evaluation)) == (7, 1, 2)
