@@ -160,8 +160,10 @@ stored result: verdict, score, threshold, defect boxes, model version, timings.
 
 **Keys and roles.** Send an API key as `X-API-Key` or `Authorization: Bearer`.
 `line`: inspect, read results. `qa`: also create stations, promote and roll back models,
-read and re-send deliveries to the MES, read reports.
-`manager`: read results, stations, models and reports. `admin`: everything. A key may be limited to
+read and re-send deliveries to the MES, read reports, label images, import and export
+labels, freeze dataset versions (`/v1/labels`, `/v1/datasets`).
+`manager`: read results, stations, models, reports, labels and dataset versions.
+`admin`: everything. A key may be limited to
 some stations and may expire. No key: 401; a role that may not call a route: 403.
 `/healthz`, `/readyz` and `/metrics` need no key.
 
