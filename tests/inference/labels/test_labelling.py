@@ -11,7 +11,7 @@ import pytest
 from label_folders import coco_folder, image
 from sqlalchemy import func, select
 
-from defectlens.datasets.labels.formats import EXPORT_FORMATS
+from defectlens.datasets.labels.formats import EXPORT_FORMATS, read_labels
 from defectlens.errors import InputError
 from defectlens.inference.service.labelling import (
     NothingImported,
@@ -198,3 +198,41 @@ def test_mask_import_keeps_each_region_mask(
     kept = settings.home / "labels" / "masks" / f"{region.mask_sha256}.png"
     decoded = cv2.imread(str(kept), cv2.IMREAD_GRAYSCALE)
     assert decoded is not None and int(np.count_nonzero(decoded)) == 16
+
+
+def test_region_masks_go_out_and_come_back_the_same(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "masks-batch"
+    image(root / "images" / "a.png", 1)
+    image(root / "images" / "b.png", 2)
+    mask = np.zeros((80, 100), np.uint8)
+    mask[5:9, 5:9] = 1
+    mask[40:50, 60:64] = 2
+    (root / "masks").mkdir()
+    cv2.imwrite(str(root / "masks" / "a.png"), mask)
+    (root / "classes.txt").write_text("scratch\ndent\n")
+    import_labels(store, settings, "masks", root, "qa", create_classes=True)
+    written, _ = export_labels(store, settings, "masks", tmp_path / "out")
+    assert written == 2
+    exported = cv2.imread(
+        str(tmp_path / "out" / "masks" / f"{store.list_samples()[0].sha256}.png"), 0
+    )
+    assert exported is not None
+    classes = (tmp_path / "out" / "classes.txt").read_text().split()
+    assert {classes[v - 1]: int((exported == v).sum()) for v in (1, 2)} == {
+        "dent": 40,
+        "scratch": 16,
+    }
+    back = read_labels("masks", tmp_path / "out")
+    regions = {r.defect_class: r for item in back.items for r in item.annotation.regions}
+    stored = {
+        r.defect_class: r
+        for s in store.list_samples()
+        if s.label
+        for r in s.label.annotation.regions
+    }
+    assert regions == stored  # the same boxes and the same mask files, by content
