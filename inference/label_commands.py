@@ -100,8 +100,12 @@ def _add_dataset_commands(
     freeze.add_argument(
         "--classes", help="CLASS,...: only samples whose classes are all among these (and OK)"
     )
-    freeze.add_argument("--since", type=datetime.fromisoformat, help="labelled at or after")
-    freeze.add_argument("--until", type=datetime.fromisoformat, help="labelled before")
+    freeze.add_argument(
+        "--since", type=datetime.fromisoformat, help="labelled at or after (ISO 8601; UTC)"
+    )
+    freeze.add_argument(
+        "--until", type=datetime.fromisoformat, help="labelled before (ISO 8601; UTC)"
+    )
     freeze.add_argument("--seed", type=int, default=0, help="the split's seed (default 0)")
     freeze.add_argument(
         "--split",
@@ -109,7 +113,7 @@ def _add_dataset_commands(
         metavar="TRAIN,VAL,TEST",
         help="fractions of each class (default 0.7,0.15,0.15); a sample's split hint wins",
     )
-    _add_author(freeze)
+    _add_author(freeze, "the version")
     freeze.set_defaults(handler=_freeze)
     listing = actions.add_parser("list", help="dataset versions, newest first")
     listing.add_argument("--name", help="only this dataset")
