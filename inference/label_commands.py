@@ -128,8 +128,8 @@ def _add_dataset_commands(
     export.set_defaults(handler=_export_version)
 
 
-def _add_author(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--author", help="recorded with the labels (default: cli:<your user name>)")
+def _add_author(parser: argparse.ArgumentParser, what: str = "the labels") -> None:
+    parser.add_argument("--author", help=f"recorded with {what} (default: cli:<your user name>)")
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
