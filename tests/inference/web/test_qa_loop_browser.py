@@ -196,6 +196,13 @@ def test_the_qa_loop_in_a_real_browser(
         page.mouse.down()
         page.mouse.move(x + 50, y + 45, steps=5)
         page.mouse.up()
+        # And paint the crack with the brush: a mask of the first class, beside the box.
+        page.keyboard.press("1")
+        page.keyboard.press("m")
+        page.mouse.move(x - 30, y + 60)
+        page.mouse.down()
+        page.mouse.move(x + 30, y + 80, steps=8)
+        page.mouse.up()
         shot("label-box-zh")
         page.keyboard.press("Enter")
         page.wait_for_url(lambda url: ng["result_id"] not in url)
@@ -205,8 +212,12 @@ def test_the_qa_loop_in_a_real_browser(
             s["result_id"]: s["label"]["regions"]  # type: ignore[index]
             for s in samples["items"]  # type: ignore[index]
         }
-        assert len(regions[ng["result_id"]]) == 1 and regions[ok["result_id"]] == []
-        x0, y0, x1, y1 = regions[ng["result_id"]][0]["box"]
+        assert regions[ok["result_id"]] == []
+        drawn, painted = regions[ng["result_id"]]
+        x0, y0, x1, y1 = drawn["box"]
+        assert x1 - x0 > 5 and y1 - y0 > 5 and drawn["mask_sha256"] is None
+        assert painted["mask_sha256"] is not None  # the brush's PNG, kept by the label store
+        x0, y0, x1, y1 = painted["box"]
         assert x1 - x0 > 5 and y1 - y0 > 5
 
         # Freeze a dataset version of the labels.
@@ -278,12 +289,22 @@ def test_the_qa_loop_in_a_real_browser(
         by_id = {v["id"]: v for v in promoted}  # type: ignore[union-attr]
         assert served["model"]["version"] == by_id[candidate]["version"]  # type: ignore[index]
 
-        # The models page and the audit page say who did it.
+        # The models page: the history, and a roll back to the model before.
         page.goto(f"{running.url}/models")
         shot("models-en")
+        before = page.locator("[data-station=s1] .active-version").inner_text()
+        with page.expect_navigation():  # the page shows the new state once done
+            page.click("[data-station=s1] .rollback")
+        after = page.locator("[data-station=s1] .active-version").inner_text()
+        first = running.get("/v1/models")[-1]  # newest first: the one it started with
+        assert (before, after) == (by_id[candidate]["version"], first["version"])  # type: ignore[index]
+        assert first["stations"] == [STATION]  # type: ignore[index]
+
+        # The audit page says who did what.
         page.goto(f"{running.url}/audit")
         audit = page.locator("#audit").inner_text()
-        assert "promote" in audit and "shadow.start" in audit and "job.start" in audit
+        for action in ("promote", "rollback", "shadow.start", "job.start", "compare.start"):
+            assert action in audit, action
         shot("audit-en")
         page.goto(f"{running.url}/audit?lang=zh")
         shot("audit-zh")
