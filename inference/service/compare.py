@@ -222,6 +222,24 @@ def compare_now(
     return store.get_comparison(comparison.id)
 
 
+def changed_part_image(store: Store, settings: Settings, comparison: Comparison, part: str) -> Path:
+    """The image file of a part a comparison lists as changed: a result's retained image, or
+    a file of the compared dataset. `NotFound` for any other name."""
+    listed = {change["part"] for change in comparison.figures.get("changed", [])}
+    if part not in listed:
+        raise NotFound(f"comparison {comparison.id} lists no changed part {part!r}")
+    if comparison.source == "labels":
+        result = store.get_result(part)
+        path = None if result is None else find_image(settings.images_dir, part, result.received_at)
+    else:
+        folder = resolve_data(store, settings, comparison.source.removeprefix("dataset:"))
+        path = (folder / part).resolve()
+        path = path if path.is_relative_to(folder.resolve()) and path.is_file() else None
+    if path is None:
+        raise NotFound(f"comparison {comparison.id}: the image of {part} is no longer there")
+    return path
+
+
 def _versions(
     store: Store, station: str, candidate_version_id: int
 ) -> tuple[ModelVersion, ModelVersion]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from defectlens.errors import Conflict
@@ -106,3 +106,22 @@ def roc(service: Service, caller: CompareReader, comparison_id: ComparisonId) ->
     if comparison.status != "succeeded":
         raise Conflict(f"comparison {comparison_id} is {comparison.status}; no curves yet")
     return Response(compare.roc_svg(comparison.figures), media_type="image/svg+xml")
+
+
+@router.get(
+    "/{comparison_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}, 404: {"description": "not a changed part"}},
+)
+def changed_part_image(
+    service: Service,
+    caller: CompareReader,
+    comparison_id: ComparisonId,
+    part: Annotated[str, Query(min_length=1, max_length=1024)],
+) -> FileResponse:
+    """The image of a part whose verdict changed (`part` as `figures.changed` names it): a
+    result's retained image, or the file in the compared dataset."""
+    comparison = service.store.get_comparison(comparison_id)
+    check_station(caller, comparison.station)
+    path = compare.changed_part_image(service.store, service.settings, comparison, part)
+    return FileResponse(path)

@@ -291,6 +291,15 @@ def test_compare_on_labelled_parts_then_promote_and_roll_back(
     production_ok = [r for r, label in labelled.items() if label == "OK"]
     changed = {c["part"] for c in figures["changed"]}
     assert changed >= set(production_ok)  # every good part the candidate now rejects
+    shown = sorted(changed)[0]
+    image = service.client.get(
+        f"/v1/compare/{comparison_id}/image", params={"part": shown}, headers=qa
+    )
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    unlisted = service.client.get(
+        f"/v1/compare/{comparison_id}/image", params={"part": "../defectlens.db"}, headers=qa
+    )
+    assert unlisted.status_code == 404
     svg = service.client.get(f"/v1/compare/{comparison_id}/roc.svg", headers=qa)
     assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
     assert service.client.get("/v1/compare", headers=service.auth("manager")).json()[0]["id"] == (
@@ -350,3 +359,33 @@ def test_a_dataset_version_gives_anomaly_recipes_its_good_parts_and_detectors_it
     (version / "coco.json").write_text("{}")
     detector = service.client.post("/v1/jobs", json={**body, "recipe": "detector.yaml"}, headers=qa)
     assert detector.json()["data_path"] == str(version.resolve() / "coco.json")
+
+
+def test_compare_on_a_dataset_folder_runs_its_test_images(
+    service: Service, synthetic_data: Path
+) -> None:
+    shutil.copytree(synthetic_data, service.settings.home / "data" / "parts")
+    qa = service.auth("qa")
+    body = {
+        "station": STATION,
+        "candidate_version_id": candidate(service),
+        "source": "dataset",
+        "data": "data/parts",
+    }
+    started = service.client.post("/v1/compare", json=body, headers=qa)
+    assert started.status_code == 202, started.text
+
+    def finished() -> dict[str, Any] | None:
+        found = service.client.get(f"/v1/compare/{started.json()['id']}", headers=qa).json()
+        return found if found["status"] != "running" else None
+
+    comparison = eventually(finished, timeout_s=180)
+    assert comparison["status"] == "succeeded", comparison["error"]
+    assert comparison["source"] == "dataset:data/parts"
+    figures = comparison["figures"]
+    tests = list((synthetic_data / "test").rglob("*.png"))
+    assert figures["parts"] == len(tests)
+    assert figures["defective"] == len([p for p in tests if p.parent.name != "good"])
+    # the candidate is the same graph: the same figures, no verdict changed
+    assert figures["production"]["auroc"] == figures["candidate"]["auroc"] > 0.5
+    assert figures["changed_count"] == 0
