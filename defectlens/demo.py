@@ -32,8 +32,8 @@ LINE = "demo-line"
 
 def run_demo(home: Path | None = None) -> int:
     from defectlens.datasets.synthetic import generate_dataset
-    from defectlens.inference.engine import Engine
     from defectlens.demo_labels import run_labels_demo
+    from defectlens.inference.engine import Engine
     from defectlens.inference.reports.demo_history import run_report_demo
     from defectlens.train.pipeline import train_model
     from defectlens.train.recipe import load_recipe
@@ -78,8 +78,8 @@ def run_demo(home: Path | None = None) -> int:
     inspect_through_service(workspace, version, samples)
     run_line_demo(workspace, version, samples)  # a camera station triggered by a Modbus PLC
     run_report_demo(workspace, version)  # weeks of history: the reports page, a PDF
+    run_labels_demo(workspace, STATION)  # label stored NG parts, freeze a dataset version
     print(f"model version: {version}")
-    run_labels_demo(workspace)  # label stored NG parts, freeze a dataset version
     print(f"report:        {version / 'report' / 'index.html'}")
     show_review_queue(workspace)  # the QA pages on the parts just stored (demo_qa.py)
     return 0

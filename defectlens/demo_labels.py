@@ -8,9 +8,9 @@ from pathlib import Path
 LABELLED = 6
 
 
-def run_labels_demo(home: Path) -> None:
-    """Label the first stored NG parts of the demo's workspace and freeze them; print what a
-    QA engineer would see. Nothing to label (no NG part kept): says so and returns."""
+def run_labels_demo(home: Path, station: str) -> None:
+    """Label the newest stored NG parts of `station` and freeze them; print what a QA
+    engineer would see. Nothing to label (no NG part kept): says so and returns."""
     from defectlens.datasets.labels.model import Annotation, Region
     from defectlens.inference.service import ServiceSettings
     from defectlens.inference.service.dataset_versions import freeze_dataset
@@ -19,7 +19,7 @@ def run_labels_demo(home: Path) -> None:
     settings = ServiceSettings(home=home)
     store = Store(open_database(settings.resolved_database_url))
     try:
-        parts, _ = store.list_results(verdict="NG", limit=LABELLED)
+        parts, _ = store.list_results(station=station, verdict="NG", limit=LABELLED)
         if not parts:
             print("    labels: no NG part was kept to label")
             return

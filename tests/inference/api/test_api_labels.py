@@ -316,7 +316,7 @@ def test_the_demo_labels_stored_ng_parts_and_freezes_them(
     ]
     verdicts = [service.inspect(p.read_bytes()).json()["verdict"] for p in defective[:8]]
     assert "NG" in verdicts
-    run_labels_demo(service.settings.home)
+    run_labels_demo(service.settings.home, STATION)
     out = capsys.readouterr().out
     assert "NG parts labelled (1 overriding the model)" in out
     assert "dataset version demo-parts" in out
