@@ -81,6 +81,7 @@ function drawBox(box, color, dashed, label) {
 
 function frame() {
   if (state.dirty && image.naturalWidth) {
+    const started = performance.now();
     state.dirty = false;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.fillStyle = "#1b232b";
@@ -96,6 +97,9 @@ function frame() {
     if (state.overlay) for (const d of part.model_defects) drawBox(d.box, "#f0b429", true, `${d.class} ${d.score.toFixed(2)}`);
     for (const r of state.regions) drawBox(r.box, "#ff4d4f", false, r.class);
     if (state.drag && state.drag.kind === "box") drawBox(state.drag.box, "#6fb1f5", false, "");
+    // What a frame costs, for scripts/label_canvas_speed.py (User Timing; the browser keeps
+    // the entries, the page never reads them).
+    performance.measure("label-frame", { start: started });
   }
   requestAnimationFrame(frame);
 }
@@ -232,6 +236,7 @@ canvas.addEventListener("pointerdown", (event) => {
 canvas.addEventListener("pointermove", (event) => {
   const drag = state.drag;
   if (!drag) return;
+  const started = performance.now();
   const [u, v, cx, cy] = toImage(event);
   if (drag.kind === "pan") { state.view.x = drag.x + cx - drag.cx; state.view.y = drag.y + cy - drag.cy; }
   if (drag.kind === "box") drag.box = [Math.min(drag.u, u), Math.min(drag.v, v), Math.max(drag.u, u), Math.max(drag.v, v)];
@@ -241,6 +246,7 @@ canvas.addEventListener("pointermove", (event) => {
     points.push([u, v]);
   }
   state.dirty = true;
+  performance.measure(`label-${drag.kind}`, { start: started });
 });
 canvas.addEventListener("pointerup", () => {
   const drag = state.drag;
