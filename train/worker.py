@@ -37,6 +37,7 @@ from defectlens.inference.service.job_queue import (
     job_queue,
     jobs_dir,
 )
+from defectlens.inference.service.jobs import PARENT_ENV
 from defectlens.inference.store import Store, open_database
 from defectlens.inference.store.jobs import JobProgress, TrainingJob
 from defectlens.modelcard import ModelCard
@@ -307,11 +308,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def watch_parent(pid: int, every_s: float = 2.0) -> None:
+    """Stop this worker (as SIGTERM does: a running job is interrupted and says so) once the
+    process that started it is gone, e.g. a service killed outright, so that no orphaned
+    local worker outlives it."""
+
+    def watch() -> None:
+        while _alive(pid) and os.getppid() == pid:
+            time.sleep(every_s)
+        log.warning("the service that started this worker (pid %d) is gone; stopping", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Take training jobs from the workspace's queue until stopped (SIGTERM or Ctrl-C)."""
     database = open_database(settings.resolved_database_url)
     store = Store(database)
     try:
+        parent = os.environ.get(PARENT_ENV)
+        if parent and parent.isdigit():
+            watch_parent(int(parent))
         lost = mark_lost_jobs(store)
         if lost:
             log.warning("marked %d job(s) failed: their worker on this machine had stopped", lost)

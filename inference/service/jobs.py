@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SHIPPED_RECIPES = "defectlens.configs"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_LOG_LINES = 2000
+PARENT_ENV = "DEFECTLENS_WORKER_PARENT_PID"
+"""Set for a local worker: the service's pid, which the worker watches (`train/worker.py`)."""
 
 
 class JobRequest(BaseModel):
@@ -203,7 +205,11 @@ class LocalWorker:
                 return
             log_dir = self.settings.home / "jobs"
             log_dir.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "DEFECTLENS_HOME": str(self.settings.home.resolve())}
+            env = {
+                **os.environ,
+                "DEFECTLENS_HOME": str(self.settings.home.resolve()),
+                PARENT_ENV: str(os.getpid()),  # it stops when this process is gone
+            }
             if self.settings.database_url:
                 env["DEFECTLENS_DATABASE_URL"] = self.settings.database_url
             with open(log_dir / "worker.log", "ab") as output:

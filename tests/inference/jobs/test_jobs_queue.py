@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -188,3 +190,38 @@ def test_the_jobs_command_runs_a_job_and_says_why_it_failed(
     assert code == 2 and "already failed" in err
     code, _, err = cli("jobs", "start", "anomaly", "--data", "/")
     assert code == 2 and "inside the workspace" in err
+
+
+def test_a_local_worker_stops_when_its_service_is_killed(workspace: Path) -> None:
+    """A service killed outright (kill -9) leaves no worker behind."""
+    service = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from defectlens.inference.service.jobs import LocalWorker\n"
+            "from defectlens.inference.service.settings import ServiceSettings\n"
+            f"worker = LocalWorker(ServiceSettings(home={str(workspace)!r}))\n"
+            "worker.ensure_running()\n"
+            "print(worker.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert service.stdout is not None
+    worker_pid = int(service.stdout.readline())
+    service.kill()
+    service.wait()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            break
+        # an exited child of the killed service is reaped by init; until then it is a zombie
+        status = Path(f"/proc/{worker_pid}/stat")
+        if status.exists() and status.read_text().split(")")[-1].split()[0] == "Z":
+            break
+        assert time.monotonic() < deadline, "the worker outlived its service"
+        time.sleep(0.2)
