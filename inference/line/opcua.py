@@ -188,9 +188,12 @@ class OpcUaPlcHandshake:
         """Between parts, Error follows the station's source (as on Modbus)."""
         while True:
             await asyncio.sleep(STATUS_REFRESH_S)
-            for station in self._stations.values():
-                if station.phase == "ready":
-                    await self._idle(station)
+            try:
+                for station in self._stations.values():
+                    if station.phase == "ready":
+                        await self._idle(station)
+            except Exception:  # the loop must go on: the next pass writes them again
+                log.exception("OPC UA handshake: updating Ready/Error failed")
 
     async def _written(self, event: ServerItemCallback, _dispatcher: Any) -> None:
         """After every client write: a Trigger or Ack of a station moves its handshake."""
