@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 MAX_PARTS = 5000
 """The most held-out parts one comparison runs on (the newest labelled parts first)."""
+STALE_AFTER = timedelta(hours=2)
+"""A comparison still running this long after its start was left by a stopped service (the
+most parts, both models at 0.5 s a part, take under an hour and a half)."""
 MAX_CHANGED_LISTED = 1000
 ROC_POINTS = 200
 PROGRESS_EVERY_S = 0.5
@@ -238,6 +242,11 @@ def changed_part_image(store: Store, settings: Settings, comparison: Comparison,
     if path is None:
         raise NotFound(f"comparison {comparison.id}: the image of {part} is no longer there")
     return path
+
+
+def fail_stale_comparisons(store: Store) -> int:
+    """Fail the comparisons a stopped service left running (`STALE_AFTER`)."""
+    return store.fail_stale_comparisons(datetime.now(UTC) - STALE_AFTER)
 
 
 def _versions(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from defectlens.inference.service.compare import fail_stale_comparisons
 from defectlens.inference.service.jobs import start_local_worker
 from defectlens.inference.service.shadow import start_shadow_runner
 
@@ -23,10 +24,12 @@ def start_qa_loop(service: InspectionService) -> None:
 
 
 def poll_qa_loop(service: InspectionService) -> None:
-    """Follow shadow runs started or stopped elsewhere, store the parts counted, and run the
-    local worker again if it died while jobs wait."""
+    """Follow shadow runs started or stopped elsewhere, store the parts counted, fail the
+    comparisons a stopped service left running, and run the local worker again if it died
+    while jobs wait."""
     if service.shadow is not None:
         service.shadow.sync()
+    fail_stale_comparisons(service.store)
     worker = service.local_worker
     if worker is not None and worker.pid is None and service.store.list_jobs("queued", 1):
         log.warning("the local training worker is not running and jobs wait: starting it")

@@ -134,6 +134,28 @@ class ComparisonStore:
         with self.db.read() as session:
             return [(r, at, label) for r, at, label in session.execute(query)]
 
+    def fail_stale_comparisons(self, started_before: datetime) -> int:
+        """Fail the comparisons still running that started before `started_before`: the
+        service computing them stopped. Returns how many (a read first, so a pass that finds
+        none writes nothing)."""
+        stale = select(ComparisonRow.id).where(
+            ComparisonRow.status == "running", ComparisonRow.created_at < started_before
+        )
+        with self.db.read() as session:
+            if session.scalars(stale.limit(1)).first() is None:
+                return 0
+        with self.db.write() as session:
+            done = session.execute(
+                update(ComparisonRow)
+                .where(ComparisonRow.id.in_(stale))
+                .values(
+                    status="failed",
+                    finished_at=utc_now(),
+                    error="the service computing it stopped before it finished; start it again",
+                )
+            )
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
     def get_comparison(self, comparison_id: int) -> Comparison:
         with self.db.read() as session:
             row = session.get(ComparisonRow, comparison_id)
