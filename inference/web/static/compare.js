@@ -34,13 +34,16 @@ function showComparison(comparison) {
   }
   const f = comparison.figures;
   const rows = FIGURES.map((k) => `<tr><th>${esc(t(`compare.figure.${k}`))}</th><td>${number(f.production[k])}</td><td>${number(f.candidate[k])}</td></tr>`).join("");
-  const changed = (f.changed || []).map((c) => `<tr><td>${c.result_id ? `<a href="/review/${encodeURIComponent(c.result_id)}">${esc(c.part)}</a>` : esc(c.part)}</td>`
+  const image = (c) => `<img class="thumb" loading="lazy" alt="" src="/v1/compare/${comparison.id}/image?part=${encodeURIComponent(c.part)}">`;
+  const partCell = (c) => comparison.source === "labels"  // a production part: label it again
+    ? `<a href="/review/${encodeURIComponent(c.part)}">${image(c)} ${esc(c.part)}</a>` : `${image(c)} ${esc(c.part)}`;
+  const changed = (f.changed || []).map((c) => `<tr><td>${partCell(c)}</td>`
     + `<td>${esc(c.label)}</td><td>${esc(c.production.verdict)} ${number(c.production.score)}</td><td>${esc(c.candidate.verdict)} ${number(c.candidate.score)}</td></tr>`).join("");
   box.innerHTML = `<p>${esc(t("compare.parts", { parts: f.parts, defective: f.defective, good: f.good }))}</p>
     <div class="row"><table class="grid" id="compare-figures" style="width:auto"><thead><tr><th></th><th>${esc(t("compare.production"))}</th><th>${esc(t("compare.candidate"))}</th></tr></thead><tbody>${rows}</tbody></table>
     <div class="svgchart">${rocSvg(f)}</div></div>
     <h2>${esc(t("compare.changed", { count: f.changed_count }))}</h2>
-    <table class="grid"><thead><tr><th>${esc(t("compare.part"))}</th><th>${esc(t("compare.label"))}</th><th>${esc(t("compare.production"))}</th><th>${esc(t("compare.candidate"))}</th></tr></thead><tbody>${changed || `<tr><td colspan="4" class="small">${esc(t("compare.none_changed"))}</td></tr>`}</tbody></table>`;
+    <table class="grid" id="compare-changed"><thead><tr><th>${esc(t("compare.part"))}</th><th>${esc(t("compare.label"))}</th><th>${esc(t("compare.production"))}</th><th>${esc(t("compare.candidate"))}</th></tr></thead><tbody>${changed || `<tr><td colspan="4" class="small">${esc(t("compare.none_changed"))}</td></tr>`}</tbody></table>`;
   return true;
 }
 

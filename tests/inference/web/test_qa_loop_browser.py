@@ -254,6 +254,13 @@ def test_the_qa_loop_in_a_real_browser(
         page.select_option("#compare select[name=candidate_version_id]", str(candidate))
         page.click("#compare-submit")
         page.wait_for_selector("#compare-figures")
+        # Each part whose verdict changed shows its image (served by the comparison).
+        page.wait_for_function(
+            "[...document.querySelectorAll('#compare-changed img')].every(i => i.complete)"
+        )
+        assert page.evaluate(
+            "[...document.querySelectorAll('#compare-changed img')].every(i => i.naturalWidth > 0)"
+        )
         shot("compare-en")
 
         # Shadow: the candidate beside s1's model on a few live parts; agreement and
