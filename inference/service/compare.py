@@ -121,7 +121,8 @@ def comparison_figures(
 
 
 def roc_svg(figures: dict[str, Any], names: tuple[str, str] = ("production", "candidate")) -> str:
-    """Both ROC curves in one inline SVG (matplotlib `Figure`, no pyplot state)."""
+    """Both ROC curves in one inline SVG (matplotlib `Figure`, no pyplot state), each with a
+    dot where its own threshold operates."""
     figure = Figure(figsize=(4.6, 4.2))
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=0.8, linestyle="--")
@@ -134,6 +135,11 @@ def roc_svg(figures: dict[str, Any], names: tuple[str, str] = ("production", "ca
         if roc:
             auc = model.get("auroc")
             axes.plot(roc["fpr"], roc["tpr"], color=color, label=f"{name} (AUROC {auc:.3f})")
+            # where its own threshold puts it: false-reject rate, share of defects caught
+            if model.get("false_reject_rate") is not None and model.get("recall") is not None:
+                axes.plot(
+                    [model["false_reject_rate"]], [model["recall"]], "o", color=color, markersize=5
+                )
     axes.set_xlabel("false-positive rate (good parts rejected)")
     axes.set_ylabel("true-positive rate (defective parts caught)")
     axes.set_xlim(0, 1)
