@@ -12,6 +12,8 @@ divided by its 2 threads, so a busy shared machine gives both the same amount of
         --data ../shared/datasets/deeppcb --minutes 12 --clock cpu
     # one side at a time (both write <out>/<side>.json; the table reads whichever exist):
     ... --only ours        ... --only baseline        ... --only table
+    # an interrupted baseline run: evaluate its last checkpoint, saying how far it got
+    ... --only baseline-eval --weights OUT/yolo-runs/yolov8n/weights/last.pt --spent 2.5
     # the smoke version (synthetic boards, seconds; no baseline):
     .venv/bin/python scripts/benchmark_detector.py --smoke --out /tmp/smoke
 """
@@ -184,7 +186,7 @@ def run_yolo(
     settings.update({"sync": False, "runs_dir": str(out / "yolo-runs")})
     torch.set_num_threads(threads)
     dataset = open_detection_dataset(data)
-    fit, validation, evaluation = plan(dataset, recipe)
+    fit, validation, _ = plan(dataset, recipe)
     config = yolo_dataset(out / "yolo-data", {"train": fit, "val": validation}, dataset.classes)
     imgsz = recipe.image_size[0]
     budget_s = minutes * 60
@@ -230,7 +232,26 @@ def run_yolo(
     )
     wall = time.perf_counter() - wall_start
     cpu = time.process_time() - cpu_started
-    best = YOLO(str(out / "yolo-runs" / "yolov8n" / "weights" / "best.pt"))
+    result = evaluate_yolo(out / "yolo-runs" / "yolov8n" / "weights" / "best.pt", recipe, data)
+    result |= {
+        "train_budget_minutes": round(min(used() - start, budget_s) / 60, 2),
+        "train_wall_minutes": round(wall / 60, 2),
+        "train_cpu_minutes_per_thread": round(cpu / threads / 60, 2),
+        "epochs": model.trainer.epoch + 1,
+    }
+    return result
+
+
+def evaluate_yolo(weights: Path, recipe: DetectorRecipe, data: Path) -> dict[str, Any]:
+    """A trained YOLOv8n on the held-out images: thresholds chosen on the validation images
+    as ours are, the same figures, and its ONNX graph's latency."""
+    os.environ["YOLO_OFFLINE"] = "1"
+    from ultralytics import YOLO
+
+    dataset = open_detection_dataset(data)
+    _, validation, evaluation = plan(dataset, recipe)
+    imgsz = recipe.image_size[0]
+    best = YOLO(str(weights))
     validation_found = yolo_detections(best, validation, imgsz)
     validation_truth = [dm.Detections.truth(s.boxes, s.labels) for s in validation]
     thresholds = dm.best_f1_thresholds(
@@ -240,16 +261,13 @@ def run_yolo(
     result = figures(dataset.classes, truth, yolo_detections(best, evaluation, imgsz), thresholds)
     result |= {
         "name": "Ultralytics YOLOv8n (from yaml, no pretrained weights)",
-        "train_budget_minutes": round(min(used() - start, budget_s) / 60, 2),
-        "train_wall_minutes": round(wall / 60, 2),
-        "train_cpu_minutes_per_thread": round(cpu / threads / 60, 2),
-        "epochs": model.trainer.epoch + 1,
+        "weights": str(weights),
         "input": f"{imgsz}x{imgsz} (part only)",
     }
     try:
         exported = Path(best.export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False))
         feeds = {"images": np.zeros((1, 3, imgsz, imgsz), np.float32)}
-        result["onnx_graph_ms"] = onnx_latency_ms(exported, feeds, threads)
+        result["onnx_graph_ms"] = onnx_latency_ms(exported, feeds, recipe.threads)
         result["onnx_note"] = "graph without NMS (Ultralytics runs NMS in Python)"
     except Exception as error:  # the export needs packages the machine may lack
         result["onnx_graph_ms"] = None
@@ -299,7 +317,16 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="/tmp/defectlens-detector-benchmark")
-    parser.add_argument("--only", choices=("ours", "baseline", "table"), default=None)
+    parser.add_argument(
+        "--only", choices=("ours", "baseline", "baseline-eval", "table"), default=None
+    )
+    parser.add_argument(
+        "--weights",
+        help="baseline-eval: a YOLOv8n checkpoint of an interrupted baseline run to evaluate",
+    )
+    parser.add_argument(
+        "--spent", type=float, help="baseline-eval: budget minutes the checkpoint had used"
+    )
     parser.add_argument("--smoke", action="store_true", help="synthetic boards, no baseline")
     args = parser.parse_args()
     out = Path(args.out)
@@ -340,9 +367,16 @@ def main() -> None:
             recipe, data, out, args.threads, schedule.max_minutes, schedule.clock
         )
         (out / "baseline.json").write_text(json.dumps(sides["baseline"], indent=2))
+    if args.only == "baseline-eval":
+        sides["baseline"] = evaluate_yolo(Path(args.weights), recipe, data) | {
+            "train_budget_minutes": args.spent,
+            "onnx_note": f"stopped at {args.spent} of {schedule.max_minutes:g} budget minutes "
+            "(the session ran out); graph without NMS",
+        }
+        (out / "baseline.json").write_text(json.dumps(sides["baseline"], indent=2))
     for name in ("ours", "baseline"):
         saved = out / f"{name}.json"
-        if name not in sides and saved.is_file() and args.only in ("table", None):
+        if name not in sides and saved.is_file() and args.only in ("table", "baseline-eval", None):
             sides[name] = json.loads(saved.read_text())
     command = (
         f"scripts/benchmark_detector.py --data {args.data} --minutes {schedule.max_minutes:g} "
