@@ -92,9 +92,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     backup = commands.add_parser(
         "backup",
-        help="copy the database, kept images and model versions into a new folder",
-        description="Safe while the service runs: the image files and model folders copied "
-        "are those the database copy's own rows name, so the backup is consistent. DEST must "
+        help="copy the database, kept images, model versions, label files and dataset "
+        "versions into a new folder",
+        description="Safe while the service runs: the image files, model folders, label files "
+        "and dataset versions copied are those the database copy's own rows name, so the "
+        "backup is consistent. DEST must "
         "not exist; manifest.json lists every file with its sha256. PostgreSQL needs pg_dump.",
     )
     backup.add_argument("dest", metavar="DEST", help="the new backup folder")
@@ -103,14 +105,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "restore",
         help="restore a backup into DEFECTLENS_HOME and its database",
         description="Checks every file's sha256 first; refuses a workspace that already holds "
-        "results, images or the backup's model folders unless --force. Stop the service "
+        "results, images, label files, dataset versions or the backup's model folders "
+        "unless --force. Stop the service "
         "first. PostgreSQL needs pg_restore.",
     )
     restore.add_argument("source", metavar="SRC", help="a folder `defectlens backup` wrote")
     restore.add_argument(
         "--force",
         action="store_true",
-        help="replace the database, the images folder and the backup's model folders",
+        help="replace the database, the images, labels and datasets folders and the "
+        "backup's model folders",
     )
     restore.set_defaults(handler=_restore)
 
@@ -476,7 +480,9 @@ def _backup(args: argparse.Namespace) -> int:
     print(
         f"backup {dest}: {counts.results} results, {counts.images} image rows "
         f"({counts.image_files} files), {counts.model_versions} model versions "
-        f"({counts.model_files} files)"
+        f"({counts.model_files} files), {counts.samples} label samples "
+        f"({counts.label_files} label files), {counts.dataset_versions} dataset versions "
+        f"({counts.dataset_files} files)"
     )
     for line in not_included_lines(manifest, dest):
         print(line, file=sys.stderr)
@@ -495,7 +501,9 @@ def _restore(args: argparse.Namespace) -> int:
     print(
         f"restored {args.source} (taken {manifest.created_at:%Y-%m-%d %H:%M} UTC) into "
         f"{settings.home}: {counts.results} results, {counts.image_files} image files, "
-        f"{len(manifest.models)} model versions"
+        f"{len(manifest.models)} model versions, {counts.label_files} label files, "
+        f"{len(manifest.datasets)} dataset versions"
+        + ("" if manifest.carries_labels else "; a version 1 backup: labels/, datasets/ untouched")
     )
     for line in not_included_lines(manifest, Path(args.source)):
         print(line, file=sys.stderr)

@@ -1,9 +1,12 @@
-"""Backup and restore of a workspace: the database, the retained images and the model version
-folders together (`defectlens backup DEST`, `defectlens restore SRC`).
+"""Backup and restore of a workspace: the database, the retained images, the model version
+folders, the label store's files and the dataset versions together (`defectlens backup DEST`,
+`defectlens restore SRC`).
 
-The image and model rows are read from the very snapshot the database copy holds (SQLite's
-online backup, or the snapshot PostgreSQL exports to pg_dump), so every file in a backup
-belongs to a row in it; a row whose file was already gone is listed in the manifest.
+The image, model, sample, region and dataset version rows are read from the very snapshot the
+database copy holds (SQLite's online backup, or the snapshot PostgreSQL exports to pg_dump),
+so every file in a backup belongs to a row in it; a row whose file was already gone is listed
+in the manifest. Files that are one file in the workspace (a dataset version's hard links to
+the label store's images) are one file in the backup and again after a restore.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
@@ -32,18 +35,33 @@ from defectlens import __version__
 from defectlens.errors import DefectLensError, InputError
 from defectlens.inference.store.connect import parse_url, safe_url
 from defectlens.inference.store.database import open_database
-from defectlens.inference.store.tables import ImageRow, ModelVersionRow, ResultRow, utc_now
+from defectlens.inference.store.tables import (
+    DatasetVersionRow,
+    ImageRow,
+    LabelRegionRow,
+    ModelVersionRow,
+    ResultRow,
+    SampleRow,
+    utc_now,
+)
 from defectlens.settings import Settings
 
 log = logging.getLogger(__name__)
 
 FORMAT: Final = "defectlens-backup"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""2: the label store's files and the dataset versions too. Version 1 backups (without them)
+still restore; a defectlens that reads only version 1 refuses a version 2 backup by name
+rather than restoring it without its labels."""
 MANIFEST = "manifest.json"
 SQLITE_FILE = "defectlens.db"
 POSTGRES_DUMP = "defectlens.dump"
 IMAGES = "images"
 MODELS = "models"
+LABELS = "labels"
+"""`<home>/labels/`, the label store's files (as `inference/service/labelling.py` has it)."""
+DATASETS = "datasets"
+"""`<home>/datasets/`, the dataset versions (as `inference/service/dataset_versions.py`)."""
 
 _CHUNK = 1 << 20
 _SQLITE_BUSY_S = 10.0
@@ -91,13 +109,21 @@ class Counts(_Entry):
     """Model version rows in the database copy."""
     image_files: int = Field(ge=0)
     model_files: int = Field(ge=0)
+    samples: int = Field(default=0, ge=0)
+    """Label store sample rows in the database copy (0 in a version 1 backup)."""
+    label_files: int = Field(default=0, ge=0)
+    """Files under `labels/`: imported images, their templates and region masks."""
+    dataset_versions: int = Field(default=0, ge=0)
+    """Dataset version rows in the database copy."""
+    dataset_files: int = Field(default=0, ge=0)
 
 
 class Relocated(_Entry):
     """A row whose file or folder the backup holds at `stored_as`; a restore points the row at
     the restored copy."""
 
-    id: int
+    id: int | str
+    """The row's id (a dataset version's is its content hash)."""
     original: str
     stored_as: str
 
@@ -110,8 +136,10 @@ class Relocated(_Entry):
 class Omitted(_Entry):
     """A row whose file or folder is not in the backup, and why."""
 
-    what: Literal["image", "model"]
-    id: int
+    what: Literal["image", "model", "sample", "reference", "mask", "dataset"]
+    """The row: an image, a model version, a sample's image or its reference (the sample's
+    id), a region's mask (the region's id), a dataset version."""
+    id: int | str
     path: str
     reason: str
 
@@ -120,7 +148,7 @@ class BackupManifest(_Entry):
     """`manifest.json`: what a backup holds and the sha256 of every file in it."""
 
     format: Literal["defectlens-backup"]
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     created_at: datetime
     defectlens_version: str
     database: DatabaseCopy
@@ -130,6 +158,9 @@ class BackupManifest(_Entry):
     absolute_images: list[Relocated]
     """Image rows that named their file by an absolute path inside the images folder; a
     restore rewrites them relative to the new one."""
+    datasets: list[Relocated] = []
+    """Dataset version rows whose folder is in the backup (stored relative to `datasets/`);
+    a restore points them at the new datasets folder."""
     not_included: list[Omitted]
     files: dict[str, str]
     """Every file of the backup (path inside it, `/`-separated) and its sha256."""
@@ -160,6 +191,12 @@ class BackupManifest(_Entry):
         if self.database.file not in self.files:
             raise ValueError(f"the database file {self.database.file} has no checksum in files")
         return self
+
+    @property
+    def carries_labels(self) -> bool:
+        """Whether the backup holds the label store and the dataset versions (version 2 on):
+        a restore then replaces `labels/` and `datasets/`, and leaves them alone otherwise."""
+        return self.format_version >= 2
 
 
 def _member_name(name: str) -> str:
@@ -197,6 +234,25 @@ def read_manifest(folder: Path) -> BackupManifest:
 
 
 @dataclass(frozen=True)
+class _Folders:
+    """The workspace's folders a backup copies from and a restore puts back, resolved."""
+
+    images: Path
+    models: Path
+    labels: Path
+    datasets: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Folders:
+        return cls(
+            images=settings.images_dir.resolve(),
+            models=settings.models_dir.resolve(),
+            labels=(settings.home / LABELS).resolve(),
+            datasets=(settings.home / DATASETS).resolve(),
+        )
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     """The rows the copied database holds, read from the copy's own snapshot."""
 
@@ -204,6 +260,12 @@ class _Snapshot:
     results: int
     images: list[tuple[int, str]]
     models: list[tuple[int, str]]
+    samples: int = 0
+    label_files: list[tuple[Literal["sample", "reference", "mask"], int, str]] = field(
+        default_factory=list
+    )
+    """Each label file a row names: (what, the sample's or region's id, path under labels/)."""
+    datasets: list[tuple[str, str]] = field(default_factory=list)
 
 
 def backup_workspace(settings: Settings, dest: Path) -> BackupManifest:
@@ -308,7 +370,8 @@ def _postgres_snapshot(url: URL, pg_dump: str, dump: Path) -> _Snapshot:
 
 
 def _read_snapshot(connection: Connection, where: str) -> _Snapshot:
-    if not inspect(connection).has_table(ResultRow.__tablename__):
+    tables = inspect(connection)
+    if not tables.has_table(ResultRow.__tablename__):
         raise InputError(f"{where}: holds no defectlens result store; nothing to back up")
     revision = MigrationContext.configure(connection).get_current_revision()
     results = connection.scalar(select(func.count()).select_from(ResultRow)) or 0
@@ -316,69 +379,101 @@ def _read_snapshot(connection: Connection, where: str) -> _Snapshot:
     models = connection.execute(
         select(ModelVersionRow.id, ModelVersionRow.path).order_by(ModelVersionRow.id)
     )
-    return _Snapshot(
+    snapshot = _Snapshot(
         schema_revision=revision,
         results=int(results),
         images=[(int(row.id), str(row.path)) for row in images],
         models=[(int(row.id), str(row.path)) for row in models],
     )
+    if not tables.has_table(SampleRow.__tablename__):
+        return snapshot  # a database from before the label store (revision 0005)
+    samples = connection.scalar(select(func.count()).select_from(SampleRow)) or 0
+    label_files: list[tuple[Literal["sample", "reference", "mask"], int, str]] = []
+    for row in connection.execute(
+        select(SampleRow.id, SampleRow.path, SampleRow.reference_path).order_by(SampleRow.id)
+    ):
+        if row.path is not None:
+            label_files.append(("sample", int(row.id), str(row.path)))
+        if row.reference_path is not None:
+            label_files.append(("reference", int(row.id), str(row.reference_path)))
+    masks = connection.execute(
+        select(LabelRegionRow.id, LabelRegionRow.mask_sha256)
+        .where(LabelRegionRow.mask_sha256.is_not(None))
+        .order_by(LabelRegionRow.id)
+    )
+    label_files += [("mask", int(row.id), _mask_file(str(row.mask_sha256))) for row in masks]
+    datasets = connection.execute(
+        select(DatasetVersionRow.id, DatasetVersionRow.path).order_by(DatasetVersionRow.id)
+    )
+    return replace(
+        snapshot,
+        samples=int(samples),
+        label_files=label_files,
+        datasets=[(str(row.id), str(row.path)) for row in datasets],
+    )
+
+
+def _mask_file(digest: str) -> str:
+    """A region mask's file under `labels/` (the layout of `datasets/labels/files.py`)."""
+    return f"masks/{digest}.png"
 
 
 def _copy_files(
     settings: Settings, snapshot: _Snapshot, database: DatabaseCopy, staging: Path
 ) -> BackupManifest:
     """Copy the files the snapshot's rows name into `staging`; the manifest of it all."""
-    images_root = settings.images_dir.resolve()
-    models_root = settings.models_dir.resolve()
-    files: dict[str, str] = {}
+    folders = _Folders.of(settings)
+    copier = _Copier(staging)
     omitted: list[Omitted] = []
-    absolute: list[Relocated] = []
 
-    rows_of: dict[str, list[tuple[int, str]]] = {}
+    absolute: list[Relocated] = []
+    images: dict[str, list[tuple[Literal["image"], int, str]]] = {}
     for image_id, path in snapshot.images:
-        member = _member_under(images_root, path)
+        member = _member_under(folders.images, path)
         if member is None:
             omitted.append(
-                Omitted(what="image", id=image_id, path=path, reason=f"outside {images_root}")
+                Omitted(what="image", id=image_id, path=path, reason=f"outside {folders.images}")
             )
             continue
         name = f"{IMAGES}/{member}"
         if Path(path).is_absolute():
             absolute.append(Relocated(id=image_id, original=path, stored_as=name))
-        rows_of.setdefault(name, []).append((image_id, path))
-    for name in tqdm(rows_of, desc="images", unit="file", leave=False, disable=None):
-        try:
-            files[name] = _copy(images_root / name.removeprefix(f"{IMAGES}/"), staging / name)
-        except FileNotFoundError:
-            omitted.extend(
-                Omitted(
-                    what="image",
-                    id=image_id,
-                    path=path,
-                    reason="file missing (deleted after the snapshot, e.g. by retention, or lost)",
-                )
-                for image_id, path in rows_of[name]
-            )
-    image_files = len(files)
+        images.setdefault(name, []).append(("image", image_id, path))
+    image_files = _copy_named(
+        copier, folders.images, IMAGES, images, omitted, "images", _MISSING_IMAGE
+    )
 
-    models: list[Relocated] = []
-    for model_id, path in tqdm(
-        snapshot.models, desc="models", unit="version", leave=False, disable=None
-    ):
-        member = _member_under(models_root, path)
-        folder = models_root / member if member is not None else Path(path)
-        if member is None or not folder.is_dir():
-            reason = f"outside {models_root}" if member is None else "folder missing"
-            omitted.append(Omitted(what="model", id=model_id, path=path, reason=reason))
+    label_files: dict[str, list[tuple[Literal["sample", "reference", "mask"], int, str]]] = {}
+    for what, row_id, path in snapshot.label_files:
+        member = None if Path(path).is_absolute() else _member_under(folders.labels, path)
+        if member is None:
+            reason = f"not a path inside {folders.labels}"
+            omitted.append(Omitted(what=what, id=row_id, path=path, reason=reason))
             continue
-        name = f"{MODELS}/{member}"
-        if all(entry.stored_as != name for entry in models):
-            for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-                member_file = f"{name}/{file.relative_to(folder).as_posix()}"
-                files[member_file] = _copy(file, staging / member_file)
-        models.append(Relocated(id=model_id, original=path, stored_as=name))
+        label_files.setdefault(f"{LABELS}/{member}", []).append((what, row_id, path))
+    label_count = _copy_named(
+        copier, folders.labels, LABELS, label_files, omitted, "labels", "file missing (lost)"
+    )
 
-    files[database.file] = _sha256(staging / database.file)
+    models, model_files = _copy_folders(
+        copier,
+        folders.models,
+        MODELS,
+        "model",
+        [(model_id, path, path) for model_id, path in snapshot.models],
+        omitted,
+    )
+    # A relative dataset path is relative to the folder the freeze ran in, as it is read.
+    datasets, dataset_files = _copy_folders(
+        copier,
+        folders.datasets,
+        DATASETS,
+        "dataset",
+        [(version, path, str(Path(path).absolute())) for version, path in snapshot.datasets],
+        omitted,
+    )
+
+    copier.files[database.file] = _sha256(staging / database.file)
     return BackupManifest(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -390,13 +485,97 @@ def _copy_files(
             images=len(snapshot.images),
             model_versions=len(snapshot.models),
             image_files=image_files,
-            model_files=len(files) - image_files - 1,
+            model_files=model_files,
+            samples=snapshot.samples,
+            label_files=label_count,
+            dataset_versions=len(snapshot.datasets),
+            dataset_files=dataset_files,
         ),
         models=models,
         absolute_images=absolute,
+        datasets=datasets,
         not_included=omitted,
-        files=files,
+        files=copier.files,
     )
+
+
+_MISSING_IMAGE: Final = "file missing (deleted after the snapshot, e.g. by retention, or lost)"
+
+
+class _Copier:
+    """Copies the workspace's files into the backup and keeps their sha256. A file that is
+    the same file (inode) as one copied before, as a dataset version's hard links to the
+    label store's images are, is linked to that copy rather than copied again."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.files: dict[str, str] = {}
+        self._copied: dict[tuple[int, int], str] = {}
+
+    def copy(self, source: Path, name: str) -> None:
+        status = source.stat()
+        same = (status.st_dev, status.st_ino)
+        earlier = self._copied.get(same) if status.st_nlink > 1 else None
+        if earlier is None:
+            self.files[name] = _copy(source, self.staging / name)
+            self._copied[same] = name
+        else:
+            _link(self.staging / earlier, self.staging / name)
+            self.files[name] = self.files[earlier]
+
+
+def _copy_named(
+    copier: _Copier,
+    root: Path,
+    prefix: str,
+    rows_of: dict[str, list[tuple[Any, int, str]]],
+    omitted: list[Omitted],
+    desc: str,
+    missing: str,
+) -> int:
+    """Copy the files under `root` that rows name (`prefix/member` -> the rows naming it);
+    a missing file is reported for each of its rows. How many were copied."""
+    copied = 0
+    for name in tqdm(rows_of, desc=desc, unit="file", leave=False, disable=None):
+        try:
+            copier.copy(root / name.removeprefix(f"{prefix}/"), name)
+            copied += 1
+        except FileNotFoundError:
+            omitted.extend(
+                Omitted(what=what, id=row_id, path=path, reason=missing)
+                for what, row_id, path in rows_of[name]
+            )
+    return copied
+
+
+def _copy_folders(
+    copier: _Copier,
+    root: Path,
+    prefix: str,
+    what: Literal["model", "dataset"],
+    rows: list[tuple[Any, str, str]],
+    omitted: list[Omitted],
+) -> tuple[list[Relocated], int]:
+    """Copy the folders under `root` that rows name (model or dataset versions: id, path as
+    stored, path to look up); the rows whose folder is in the backup, and how many files."""
+    relocated: list[Relocated] = []
+    files = 0
+    for row_id, original, path in tqdm(
+        rows, desc=f"{what}s", unit="version", leave=False, disable=None
+    ):
+        member = _member_under(root, path)
+        folder = root / member if member is not None else Path(path)
+        if member is None or not folder.is_dir():
+            reason = f"outside {root}" if member is None else "folder missing"
+            omitted.append(Omitted(what=what, id=row_id, path=original, reason=reason))
+            continue
+        name = f"{prefix}/{member}"
+        if all(entry.stored_as != name for entry in relocated):
+            for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+                copier.copy(file, f"{name}/{file.relative_to(folder).as_posix()}")
+                files += 1
+        relocated.append(Relocated(id=row_id, original=original, stored_as=name))
+    return relocated, files
 
 
 def _member_under(root: Path, path: str) -> str | None:
@@ -415,9 +594,11 @@ def restore_workspace(settings: Settings, source: Path, force: bool = False) -> 
     """Restore the backup in `source` into the configured workspace and database.
 
     Every file's sha256 is checked against the manifest before anything is written. Refused
-    when the target database holds results, the images folder holds files or a model folder
-    of the backup already exists, unless `force` (which replaces them). Model version rows
-    are pointed at the new models folder. Stop the service before restoring.
+    when the target database holds results, the images, labels or datasets folder holds
+    files or a model folder of the backup already exists, unless `force` (which replaces
+    them). Model and dataset version rows are pointed at the new folders. A version 1 backup
+    (before the label store was backed up) leaves `labels/` and `datasets/` as they are.
+    Stop the service before restoring.
     """
     source = Path(source).expanduser().absolute()
     manifest = read_manifest(source)
@@ -436,10 +617,9 @@ def restore_workspace(settings: Settings, source: Path, force: bool = False) -> 
     )
     verify_backup(source, manifest)
     home = settings.home.resolve()
-    images_root = settings.images_dir.resolve()
-    models_root = settings.models_dir.resolve()
+    folders = _Folders.of(settings)
     if not force:
-        _refuse_occupied(url, images_root, models_root, manifest)
+        _refuse_occupied(url, folders, manifest)
 
     home.mkdir(parents=True, exist_ok=True)
     with _staging(home, ".restore.") as staging:
@@ -460,12 +640,12 @@ def restore_workspace(settings: Settings, source: Path, force: bool = False) -> 
                 ],
                 url,
             )
-            _move_in(manifest, staging, images_root, models_root)
+            _move_in(manifest, staging, folders)
         else:
             database_file = _sqlite_file(url)
-            with _staged_sqlite(source, manifest, database_file, models_root) as database_temp:
+            with _staged_sqlite(source, manifest, database_file, folders) as database_temp:
                 _sync()
-                _move_in(manifest, staging, images_root, models_root)
+                _move_in(manifest, staging, folders)
                 # A WAL left by the replaced database must never be applied to the new file.
                 for suffix in ("-wal", "-shm", "-journal"):
                     database_file.with_name(database_file.name + suffix).unlink(missing_ok=True)
@@ -476,7 +656,7 @@ def restore_workspace(settings: Settings, source: Path, force: bool = False) -> 
     try:
         if dialect != "sqlite":
             with restored.engine.begin() as connection:
-                _relocate(connection, manifest, models_root)
+                _relocate(connection, manifest, folders)
     finally:
         restored.close()
     log.info("backup restored", extra={"source": str(source), "home": str(home)})
@@ -508,19 +688,19 @@ def _mismatch(path: Path, actual: str, expected: str) -> str:
     )
 
 
-def _refuse_occupied(
-    url: URL, images_root: Path, models_root: Path, manifest: BackupManifest
-) -> None:
+def _refuse_occupied(url: URL, folders: _Folders, manifest: BackupManifest) -> None:
     held = []
     results = _stored_results(url)
     if results:
         held.append(f"{results} results in {safe_url(url)}")
-    if images_root.is_dir() and any(images_root.iterdir()):
-        held.append(f"files in {images_root}")
+    replaced = [folders.images]
+    if manifest.carries_labels:
+        replaced += [folders.labels, folders.datasets]
+    held += [f"files in {root}" for root in replaced if root.is_dir() and any(root.iterdir())]
     existing = [
-        models_root / entry.stored_as.removeprefix(f"{MODELS}/")
+        folders.models / entry.stored_as.removeprefix(f"{MODELS}/")
         for entry in manifest.models
-        if (models_root / entry.stored_as.removeprefix(f"{MODELS}/")).exists()
+        if (folders.models / entry.stored_as.removeprefix(f"{MODELS}/")).exists()
     ]
     if existing:
         held.append(f"{len(existing)} of the backup's model folders, e.g. {existing[0]}")
@@ -551,22 +731,30 @@ def _copy_checked(source: Path, name: str, manifest: BackupManifest, target: Pat
         raise InputError(_mismatch(source / name, actual, manifest.files[name]))
 
 
-def _relocate_sqlite(database: Path, manifest: BackupManifest, models_root: Path) -> None:
+def _relocate_sqlite(database: Path, manifest: BackupManifest, folders: _Folders) -> None:
     engine = create_engine(URL.create("sqlite", database=str(database)))
     try:
         with engine.begin() as connection:
-            _relocate(connection, manifest, models_root)
+            _relocate(connection, manifest, folders)
     finally:
         engine.dispose()
 
 
-def _relocate(connection: Connection, manifest: BackupManifest, models_root: Path) -> None:
-    """Point the restored rows at the restored files: model versions at the new models
-    folder (stored absolute, as registration does), absolute image paths relative."""
+def _relocate(connection: Connection, manifest: BackupManifest, folders: _Folders) -> None:
+    """Point the restored rows at the restored files: model and dataset versions at the new
+    models and datasets folders (stored absolute, as registration and freezing do), absolute
+    image paths relative. Label store paths are relative to `labels/` already."""
     for entry in manifest.models:
-        path = models_root / entry.stored_as.removeprefix(f"{MODELS}/")
+        path = folders.models / entry.stored_as.removeprefix(f"{MODELS}/")
         connection.execute(
             update(ModelVersionRow).where(ModelVersionRow.id == entry.id).values(path=str(path))
+        )
+    for entry in manifest.datasets:
+        path = folders.datasets / entry.stored_as.removeprefix(f"{DATASETS}/")
+        connection.execute(
+            update(DatasetVersionRow)
+            .where(DatasetVersionRow.id == str(entry.id))
+            .values(path=str(path))
         )
     for entry in manifest.absolute_images:
         connection.execute(
@@ -577,16 +765,29 @@ def _relocate(connection: Connection, manifest: BackupManifest, models_root: Pat
 
 
 def _stage_files(source: Path, manifest: BackupManifest, staging: Path) -> None:
-    """Copy the backup's images and model folders into `staging` (`images/` even if empty)."""
-    (staging / IMAGES).mkdir()
-    members = [n for n in manifest.files if n.startswith((f"{IMAGES}/", f"{MODELS}/"))]
+    """Copy the backup's images, model folders, label files and dataset versions into
+    `staging` (`images/`, and `labels/` and `datasets/` from version 2, even if empty).
+    Files that are one file in the backup (hard links) are one file again."""
+    folders = [IMAGES, LABELS, DATASETS] if manifest.carries_labels else [IMAGES]
+    for folder in folders:
+        (staging / folder).mkdir()
+    prefixes = tuple(f"{folder}/" for folder in [*folders, MODELS])
+    members = [n for n in manifest.files if n.startswith(prefixes)]
+    staged: dict[tuple[int, int], str] = {}
     for name in tqdm(members, desc="restore", unit="file", leave=False, disable=None):
-        _copy_checked(source, name, manifest, staging / name)
+        status = (source / name).stat()
+        same = (status.st_dev, status.st_ino)
+        earlier = staged.get(same) if status.st_nlink > 1 else None
+        if earlier is None:
+            _copy_checked(source, name, manifest, staging / name)
+            staged[same] = name
+        else:  # the same file as one staged and checked already
+            _link(staging / earlier, staging / name)
 
 
 @contextmanager
 def _staged_sqlite(
-    source: Path, manifest: BackupManifest, database_file: Path, models_root: Path
+    source: Path, manifest: BackupManifest, database_file: Path, folders: _Folders
 ) -> Iterator[Path]:
     """The backup's database copied beside `database_file` under a temporary name, its rows
     pointed at the restored files; deleted at the end unless renamed away."""
@@ -594,18 +795,21 @@ def _staged_sqlite(
     temp = database_file.with_name(f".{database_file.name}.restoring")
     try:
         _copy_checked(source, manifest.database.file, manifest, temp)
-        _relocate_sqlite(temp, manifest, models_root)
+        _relocate_sqlite(temp, manifest, folders)
         yield temp
     finally:
         temp.unlink(missing_ok=True)
 
 
-def _move_in(manifest: BackupManifest, staging: Path, images_root: Path, models_root: Path) -> None:
-    """Rename the staged model folders and images folder into place; what they replace goes
-    into `staging`, deleted with it."""
+def _move_in(manifest: BackupManifest, staging: Path, folders: _Folders) -> None:
+    """Rename the staged model folders and the images (and labels and datasets) folders into
+    place; what they replace goes into `staging`, deleted with it."""
     for folder in sorted({entry.stored_as for entry in manifest.models}):
-        _swap_in(staging / folder, models_root / folder.removeprefix(f"{MODELS}/"), staging)
-    _swap_in(staging / IMAGES, images_root, staging)
+        _swap_in(staging / folder, folders.models / folder.removeprefix(f"{MODELS}/"), staging)
+    _swap_in(staging / IMAGES, folders.images, staging)
+    if manifest.carries_labels:
+        _swap_in(staging / LABELS, folders.labels, staging)
+        _swap_in(staging / DATASETS, folders.datasets, staging)
 
 
 def _swap_in(new: Path, target: Path, attic: Path) -> None:
@@ -711,6 +915,16 @@ def _copy(source: Path, target: Path) -> str:
             writer.write(chunk)
     shutil.copystat(source, target)
     return digest.hexdigest()
+
+
+def _link(existing: Path, target: Path) -> None:
+    """`target` becomes the same file as `existing`: a hard link, or a copy where the disk
+    has none."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(existing, target)
+    except OSError:
+        shutil.copy2(existing, target)
 
 
 def _sha256(path: Path) -> str:
