@@ -323,6 +323,12 @@ def init_workspace(folder: Path, base: str = DEFAULT_RECIPE) -> list[Path]:
             f"{folder}: not empty; give a new or empty folder (init never overwrites files)"
         )
     shipped = shipped_recipe(base)
+    if (yaml.safe_load(shipped.text) or {}).get("family") == "detection":
+        raise RecipeError(
+            f"{base}: a detector recipe; init starts an anomaly workspace (images of good "
+            "parts). Train a detector directly: defectlens train "
+            f"{base} --data DEEPPCB_FOLDER_OR_COCO_JSON"
+        )
     absolute = folder.resolve()
     name = absolute.name if re.match(NAME_PATTERN, absolute.name) else shipped.name
     recipe_text = starter_recipe(shipped, name)
