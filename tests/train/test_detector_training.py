@@ -205,3 +205,11 @@ def test_the_benchmark_smoke_mode_prints_its_table(tmp_path: Path) -> None:
     assert any(line.startswith("DeepPCB F-score") for line in lines)
     assert lines[-1].startswith("command: scripts/benchmark_detector.py")
     assert json.loads((tmp_path / "ours.json").read_text())["onnx_graph_ms"] > 0
+
+
+def test_init_refuses_a_detector_recipe_and_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init", str(tmp_path / "ws"), "--recipe", "deeppcb"]) == 2
+    assert "defectlens train deeppcb --data" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
