@@ -248,6 +248,15 @@ def test_the_qa_loop_in_a_real_browser(
         shot("jobs-zh")
         candidate = job["model_version_id"]
         assert candidate is not None and candidate != running.version
+        # A second retrain, cancelled from the page: it stops and says so.
+        page.goto(f"{running.url}/jobs?lang=en")
+        page.fill("#start-job input[name=recipe]", "recipes/tiny.yaml")
+        page.fill("#start-job input[name=data]", "data")
+        page.click("#start-job-submit")
+        page.wait_for_selector("#jobs [data-cancel]")
+        page.click("#jobs [data-cancel]")
+        page.wait_for_selector("#jobs [data-status=cancelled]", timeout=120_000)
+        assert running.get("/v1/jobs")[0]["status"] == "cancelled"  # type: ignore[index]
 
         # Compare the new model with production on the station's labelled parts.
         page.goto(f"{running.url}/compare?lang=en")
@@ -310,7 +319,8 @@ def test_the_qa_loop_in_a_real_browser(
         # The audit page says who did what.
         page.goto(f"{running.url}/audit")
         audit = page.locator("#audit").inner_text()
-        for action in ("promote", "rollback", "shadow.start", "job.start", "compare.start"):
+        actions = ("promote", "rollback", "shadow.start", "job.start", "job.cancel", "compare")
+        for action in actions:
             assert action in audit, action
         shot("audit-en")
         page.goto(f"{running.url}/audit?lang=zh")
