@@ -1,24 +1,37 @@
-"""`defectlens backup` and `defectlens restore`: a consistent copy while parts are saved, a
-byte-identical restore, and the refusals that leave everything as it was."""
+"""`defectlens backup` and `defectlens restore`: a consistent copy while parts are saved and
+parts are labelled, a byte-identical restore of results, images, models, the label store's
+files and the dataset versions, and the refusals that leave everything as it was."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from pg_server import PostgresServer
 from sqlalchemy import select
 from store_factories import DEFECTS, make_result
 
 from defectlens.cli import main
+from defectlens.datasets.labels.model import Annotation
+from defectlens.inference.service.dataset_versions import export_version, freeze_dataset
+from defectlens.inference.service.labelling import (
+    import_labels,
+    label_files,
+    mask_region,
+    sample_image_file,
+)
 from defectlens.inference.store import Database, Store, StoredImage, open_database
 from defectlens.inference.store.backup import MANIFEST, read_manifest
-from defectlens.inference.store.tables import ImageRow, ModelVersionRow, ResultRow
+from defectlens.inference.store.labels import Sample
+from defectlens.inference.store.tables import ImageRow, LabelRegionRow, ModelVersionRow, ResultRow
 from defectlens.settings import Settings
 
 
@@ -67,11 +80,57 @@ def model_folder(folder: Path, tag: str) -> Path:
     return folder
 
 
+def board(path: Path, value: int) -> Path:
+    """A small generated board image (PNG) whose bytes differ with `value`."""
+    pixels = np.full((60, 80, 3), value, np.uint8)
+    cv2.rectangle(pixels, (10 + value % 17, 12), (44, 30), (255 - value, 90, value), -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), pixels)
+    return path
+
+
+def brush(n: int, width: int = 80, height: int = 60) -> bytes:
+    """A brush mask PNG of the boards' size, a different stroke for each `n`."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.line(mask, (5 + n % 50, 8), (30 + n % 40, 50), 255, 3)
+    return bytes(cv2.imencode(".png", mask)[1].tobytes())
+
+
+def paint(store: Store, settings: Settings, sample: Sample, n: int) -> None:
+    """Label `sample` NG with a brush mask, as the labelling page's brush does."""
+    region = mask_region(settings, brush(n), "scratch", sample)
+    store.label_sample(sample.id, Annotation("NG", (region,)), "qa:alice")
+
+
+def label_store(settings: Settings, store: Store, folder: Path) -> str:
+    """Labels imported through the label store (four generated boards in COCO: three with
+    boxes, one of them with its golden template, one OK), a brush mask painted on the OK one,
+    frozen as dataset `boards`; the version's id."""
+    images = [
+        {"id": n + 1, "file_name": board(folder / f"board{n}.png", 30 * n + 20).name}
+        for n in range(4)
+    ]
+    images[0]["reference"] = (
+        board(folder / "templates" / "board0.png", 240).relative_to(folder).as_posix()
+    )
+    annotations = [
+        {"image_id": n + 1, "category_id": 1 + n % 2, "bbox": [10, 12, 30, 16]} for n in range(3)
+    ]
+    categories = [{"id": 1, "name": "short"}, {"id": 2, "name": "scratch"}]
+    coco = {"images": images, "annotations": annotations, "categories": categories}
+    (folder / "annotations.json").write_text(json.dumps(coco))
+    import_labels(store, settings, "coco", folder, "qa:alice", create_classes=True)
+    [ok] = [s for s in store.list_samples() if s.label and s.label.annotation.verdict == "OK"]
+    paint(store, settings, ok, 0)
+    return freeze_dataset(store, settings, "boards", author="qa:alice").version.id
+
+
 def workspace(
     settings: Settings, parts: int, outside_models: Path | None = None
 ) -> tuple[Database, Store]:
     """A workspace with `parts` results and their images, one model version under its models
-    folder and (given `outside_models`) one outside it."""
+    folder and (given `outside_models`) one outside it, and a label store of four imported
+    boards (boxes, a template, a brush mask) frozen into one dataset version."""
     db = open_database(settings.resolved_database_url)
     store = Store(db)
     for n in range(parts):
@@ -81,7 +140,53 @@ def workspace(
     if outside_models is not None:
         outside = model_folder(outside_models / "v1", "v1")
         store.register_model_version("bottle", "v1", "patchcore", outside, "b" * 64)
+    label_store(settings, store, settings.home.parent / f"{settings.home.name}-import")
     return db, store
+
+
+def assert_labels_restored(
+    store: Store, plant: Settings, restored_store: Store, restored: Settings
+) -> None:
+    """Every restored sample's image, template and masks (of every label in its history) are
+    the plant's, byte for byte, read back through the label store; every dataset version's
+    folder is the plant's, at the new home, and exports."""
+    samples = restored_store.list_samples()
+    assert len(samples) == 4
+    for sample in samples:
+        original = store.sample(sample.id)
+        assert (sample.path, sample.reference_path) == (original.path, original.reference_path)
+        image = sample_image_file(restored_store, restored, sample)
+        assert image.is_relative_to(restored.home.resolve() / "labels")
+        assert image.read_bytes() == sample_image_file(store, plant, original).read_bytes()
+        if sample.reference_path is not None:
+            template = sample_image_file(restored_store, restored, sample, reference=True)
+            assert (
+                template.read_bytes()
+                == sample_image_file(store, plant, original, True).read_bytes()
+            )
+        for label in restored_store.label_history(sample.id):
+            for region in label.annotation.regions:
+                if region.mask_sha256 is not None:
+                    mask = label_files(restored).mask(region.mask_sha256)
+                    assert mask == label_files(plant).mask(region.mask_sha256)
+    assert sum(s.reference_path is not None for s in samples) == 1
+    assert any(r.mask_sha256 for s in samples if s.label for r in s.label.annotation.regions)
+    versions = restored_store.dataset_versions()
+    assert [v.id for v in versions] == [v.id for v in store.dataset_versions()]
+    for version in versions:
+        folder = Path(version.path)
+        assert folder == restored.home.resolve() / "datasets" / "boards" / version.id
+        original = Path(store.dataset_version(version.id).path)
+        files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(original) for p in original.rglob("*") if p.is_file())
+        assert {"manifest.json", "coco.json"} <= {f.name for f in files}
+        for file in files:
+            assert (folder / file).read_bytes() == (original / file).read_bytes()
+        # The version's images are the label store's files, linked as the freeze linked them.
+        assert all((folder / f).stat().st_nlink > 1 for f in files if f.parts[0] == "images")
+        out = restored.home.parent / f"export-{version.id}"
+        assert export_version(restored_store, restored, version.id, "coco", out) == 4
+        assert (out / "annotations.json").is_file()
 
 
 def image_rows(db: Database) -> list[str]:
@@ -109,13 +214,16 @@ def test_a_backup_taken_while_parts_are_saved_restores_every_result_and_file(
 ) -> None:
     plant = use_workspace(monkeypatch, tmp_path / "plant")
     db, store = workspace(plant, parts=300, outside_models=tmp_path / "elsewhere")
+    painted = store.list_samples()[1]
 
     stop, saved = threading.Event(), [0]
 
-    def keep_saving() -> None:  # the line keeps inspecting while the backup runs
+    def keep_saving() -> None:  # the line keeps inspecting, QA keeps labelling
         n = 1000
         while not stop.is_set():
             save_part(store, plant.images_dir, n)
+            if n % 5 == 0:  # a new brush mask: a file first, then the region row naming it
+                paint(store, plant, painted, n // 5)
             saved[0], n = saved[0] + 1, n + 1
 
     writer = threading.Thread(target=keep_saving)
@@ -136,6 +244,7 @@ def test_a_backup_taken_while_parts_are_saved_restores_every_result_and_file(
     backup = tmp_path / "backup"
     manifest = read_manifest(backup)
     assert manifest.format == "defectlens-backup" and manifest.database.dialect == "sqlite"
+    assert manifest.format_version == 2
     assert manifest.database.schema_revision is not None
     assert 305 <= manifest.counts.results < len(result_ids(db))  # some came after the copy
     assert f"backup {backup}: {manifest.counts.results} results" in out
@@ -147,6 +256,35 @@ def test_a_backup_taken_while_parts_are_saved_restores_every_result_and_file(
     assert {name for name in manifest.files if name.startswith("images/")} == {
         f"images/{path}" for path in copied_rows
     }
+    # ... and every label file its sample and region rows name, every dataset version's folder.
+    with sqlite3.connect(backup / "defectlens.db") as copy:
+        named = {
+            f"labels/{path}"
+            for (path,) in copy.execute(
+                "SELECT path FROM samples UNION SELECT reference_path FROM samples "
+                "UNION SELECT 'masks/' || mask_sha256 || '.png' FROM label_regions"
+            )
+            if path is not None
+        }
+        [(version, stored)] = list(copy.execute("SELECT id, path FROM dataset_versions"))
+    assert {name for name in manifest.files if name.startswith("labels/")} == named
+    assert manifest.counts.label_files == len(named)
+    assert len([n for n in named if n.startswith("labels/images/")]) == 4 + 1  # + the template
+    assert len([n for n in named if n.startswith("labels/masks/")]) > 1  # painted meanwhile
+    assert (manifest.counts.samples, manifest.counts.dataset_versions) == (4, 1)
+    assert [(d.id, d.original, d.stored_as) for d in manifest.datasets] == [
+        (version, stored, f"datasets/boards/{version}")
+    ]
+    dataset_files = [n for n in manifest.files if n.startswith(f"datasets/boards/{version}/")]
+    assert len(dataset_files) == manifest.counts.dataset_files > 4
+    # The version's images are the label store's files: one file in the backup, not two.
+    for name in dataset_files:
+        if name.startswith(f"datasets/boards/{version}/images/"):
+            assert (backup / name).stat().st_nlink > 1
+    assert (
+        f"{manifest.counts.samples} label samples ({manifest.counts.label_files} label files), "
+        f"1 dataset versions ({manifest.counts.dataset_files} files)" in out
+    )
     for name, digest in manifest.files.items():
         assert hashlib.sha256((backup / name).read_bytes()).hexdigest() == digest
     # The model folder under the workspace is in it; the one outside is reported.
@@ -159,11 +297,12 @@ def test_a_backup_taken_while_parts_are_saved_restores_every_result_and_file(
     assert "not included: model" in err and "elsewhere/v1" in err
 
     restored_home = tmp_path / "restored"
-    use_workspace(monkeypatch, restored_home)
+    restored_settings = use_workspace(monkeypatch, restored_home)
     status = main(["restore", str(backup)])
     out, err = capsys.readouterr()
     assert status == 0, err
     assert f"{manifest.counts.results} results" in out
+    assert f"{manifest.counts.label_files} label files, 1 dataset versions" in out
     restored = open_database(f"sqlite:///{restored_home / 'defectlens.db'}")
     restored_store = Store(restored)
     ids = result_ids(restored)
@@ -181,6 +320,12 @@ def test_a_backup_taken_while_parts_are_saved_restores_every_result_and_file(
     for file in ("model.onnx", "model.json", "report/index.html"):
         original = (plant.models_dir / "bottle" / "v2" / file).read_bytes()
         assert (restored_home / "models" / "bottle" / "v2" / file).read_bytes() == original
+    assert_labels_restored(store, plant, restored_store, restored_settings)
+    with restored.read() as session:
+        masks = set(session.scalars(select(LabelRegionRow.mask_sha256)))
+    assert {f"labels/masks/{m}.png" for m in masks if m} == {
+        n for n in named if n.startswith("labels/masks/")
+    }
     assert leftovers(restored_home) == [] and leftovers(tmp_path) == []
     restored.close()
     db.close()
@@ -201,6 +346,41 @@ def test_an_image_whose_file_is_gone_is_reported_not_fatal(
     assert (missing.what, missing.path) == ("image", lost) and "missing" in missing.reason
     assert f"not included: image {missing.id} {lost}" in err
     assert manifest.counts.image_files == manifest.counts.images - 1
+    db.close()
+
+
+def test_a_label_file_or_dataset_folder_that_is_gone_is_reported_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant = use_workspace(monkeypatch, tmp_path / "plant")
+    db, store = workspace(plant, parts=2)
+    [templated] = [s for s in store.list_samples() if s.reference_path is not None]
+    assert templated.reference_path is not None
+    (plant.home / "labels" / templated.reference_path).unlink()
+    [version] = store.dataset_versions()
+    shutil.rmtree(version.path)
+
+    assert main(["backup", str(tmp_path / "backup")]) == 0
+    err = capsys.readouterr().err
+    manifest = read_manifest(tmp_path / "backup")
+    assert [(m.what, m.id, m.path) for m in manifest.not_included] == [
+        ("reference", templated.id, templated.reference_path),
+        ("dataset", version.id, version.path),
+    ]
+    assert "missing" in manifest.not_included[0].reason
+    assert manifest.not_included[1].reason == "folder missing"
+    assert f"not included: reference {templated.id} {templated.reference_path}: file" in err
+    assert f"not included: dataset {version.id} {version.path}: folder missing" in err
+    assert manifest.counts.dataset_versions == 1 and manifest.datasets == []
+    assert manifest.counts.label_files == 4 + 1  # four images and the brush mask
+
+    restored = use_workspace(monkeypatch, tmp_path / "restored")
+    assert main(["restore", str(tmp_path / "backup")]) == 0, capsys.readouterr().err
+    with open_database(restored.resolved_database_url) as database:
+        restored_store = Store(database)
+        assert len(restored_store.list_samples()) == 4
+        # Not in the backup: the row still names the folder it named.
+        assert restored_store.dataset_version(version.id).path == version.path
     db.close()
 
 
@@ -266,7 +446,19 @@ def test_a_workspace_with_results_or_images_is_refused_unless_forced(
     assert str(images_only.images_dir.resolve()) in capsys.readouterr().err
     assert not (images_only.home / "defectlens.db").exists()
 
+    for folder in ("labels", "datasets"):  # a label store's files, a dataset version
+        occupied = use_workspace(monkeypatch, tmp_path / f"{folder}-only")
+        (occupied.home / folder / "parts").mkdir(parents=True)
+        (occupied.home / folder / "parts" / "x.png").write_bytes(b"png")
+        assert main(["restore", str(backup_of_three)]) == 2
+        err = capsys.readouterr().err
+        assert f"files in {(occupied.home / folder).resolve()}" in err and "--force" in err
+        assert not (occupied.home / "defectlens.db").exists()
+        assert (occupied.home / folder / "parts" / "x.png").read_bytes() == b"png"
+
     use_workspace(monkeypatch, tmp_path / "target")
+    (target.home / "labels" / "stray.png").parent.mkdir(parents=True)
+    (target.home / "labels" / "stray.png").write_bytes(b"png")
     db.close()
     assert main(["restore", str(backup_of_three), "--force"]) == 0
     replaced = open_database(target.resolved_database_url)
@@ -275,7 +467,58 @@ def test_a_workspace_with_results_or_images_is_refused_unless_forced(
     assert {f"images/{path}" for path in image_rows(replaced)} == {
         f"images/{p.relative_to(target.images_dir).as_posix()}" for p in _files(target.images_dir)
     }
+    # The label store and the datasets are the backup's: what they held before is gone.
+    manifest = read_manifest(backup_of_three)
+    assert {
+        f"{folder}/{p.relative_to(target.home / folder).as_posix()}"
+        for folder in ("labels", "datasets")
+        for p in _files(target.home / folder)
+    } == {n for n in manifest.files if n.startswith(("labels/", "datasets/"))}
+    assert len(Store(replaced).list_samples()) == 4
     replaced.close()
+
+
+def test_a_version_1_backup_restores_and_leaves_labels_and_datasets_alone(
+    backup_of_three: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # What the previous format wrote: no label files, no dataset versions, no counts of them.
+    manifest_file = backup_of_three / MANIFEST
+    old = json.loads(manifest_file.read_text())
+    old["format_version"] = 1
+    del old["datasets"]
+    for count in ("samples", "label_files", "dataset_versions", "dataset_files"):
+        del old["counts"][count]
+    old["files"] = {
+        name: digest
+        for name, digest in old["files"].items()
+        if not name.startswith(("labels/", "datasets/"))
+    }
+    manifest_file.write_text(json.dumps(old, indent=2))
+    shutil.rmtree(backup_of_three / "labels")
+    shutil.rmtree(backup_of_three / "datasets")
+    plant = Settings(home=tmp_path / "plant")
+    # The label store's files, copied by hand beside such a backup, are where they belong.
+    target = use_workspace(monkeypatch, tmp_path / "target")
+    shutil.copytree(plant.home / "labels", target.home / "labels")
+    shutil.copytree(plant.home / "datasets", target.home / "datasets")
+    before = {p: p.read_bytes() for p in _files(target.home / "labels")}
+    capsys.readouterr()
+
+    assert main(["restore", str(backup_of_three)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "3 results" in out and "a version 1 backup: labels/, datasets/ untouched" in out
+    assert {p: p.read_bytes() for p in _files(target.home / "labels")} == before
+    with open_database(target.resolved_database_url) as database:
+        store = Store(database)
+        samples = store.list_samples()
+        assert len(samples) == 4 and len(result_ids(database)) == 3
+        for sample in samples:
+            assert sample_image_file(store, target, sample).is_file()
+        [version] = store.dataset_versions()
+        assert version.path == str(plant.home.resolve() / "datasets" / "boards" / version.id)
 
 
 def _files(folder: Path) -> list[Path]:
@@ -356,10 +599,29 @@ def test_postgres_backup_and_restore(
 ) -> None:
     plant = use_workspace(monkeypatch, tmp_path / "plant", postgres_server.create_database())
     db, store = workspace(plant, parts=20)
-    assert main(["backup", str(tmp_path / "backup")]) == 0, capsys.readouterr().err
+    painted = store.list_samples()[2]
+    stop, saved = threading.Event(), [0]
+
+    def keep_labelling() -> None:  # QA paints masks while the backup runs
+        n = 1
+        while not stop.is_set():
+            paint(store, plant, painted, n)
+            saved[0], n = saved[0] + 1, n + 1
+
+    writer = threading.Thread(target=keep_labelling)
+    writer.start()
+    try:
+        while saved[0] < 2:
+            time.sleep(0.005)
+        status = main(["backup", str(tmp_path / "backup")])
+    finally:
+        stop.set()
+        writer.join()
+    assert status == 0, capsys.readouterr().err
     manifest = read_manifest(tmp_path / "backup")
     assert manifest.database.dialect == "postgresql" and manifest.database.file in manifest.files
     assert manifest.counts.results == 20 and manifest.not_included == []
+    assert (manifest.counts.samples, manifest.counts.dataset_versions) == (4, 1)
 
     target_url = postgres_server.create_database()
     target = use_workspace(monkeypatch, tmp_path / "restored", target_url)
@@ -371,10 +633,19 @@ def test_postgres_backup_and_restore(
     for path in image_rows(restored):
         assert (target.images_dir / path).read_bytes() == (plant.images_dir / path).read_bytes()
     assert model_paths(restored)["v2"] == str(target.models_dir.resolve() / "bottle" / "v2")
+    # The dump's region rows name exactly the masks the backup holds (same snapshot).
+    with restored.read() as session:
+        masks = {m for m in session.scalars(select(LabelRegionRow.mask_sha256)) if m}
+    assert {f"labels/masks/{m}.png" for m in masks} == {
+        n for n in manifest.files if n.startswith("labels/masks/")
+    }
+    assert len(masks) > 1
+    assert_labels_restored(store, plant, Store(restored), target)
 
     assert main(["restore", str(tmp_path / "backup")]) == 2  # now it holds results
     assert "20 results" in capsys.readouterr().err
     assert main(["restore", str(tmp_path / "backup"), "--force"]) == 0
     assert len(result_ids(restored)) == 20
+    assert len(Store(restored).list_samples()) == 4
     restored.close()
     db.close()
