@@ -510,15 +510,19 @@ class _Copier:
     def __init__(self, staging: Path) -> None:
         self.staging = staging
         self.files: dict[str, str] = {}
-        self._copied: dict[tuple[int, int], str] = {}
+        self._linked: dict[tuple[int, int, int, int], str] = {}
 
     def copy(self, source: Path, name: str) -> None:
         status = source.stat()
-        same = (status.st_dev, status.st_ino)
-        earlier = self._copied.get(same) if status.st_nlink > 1 else None
+        if status.st_nlink == 1:
+            self.files[name] = _copy(source, self.staging / name)
+            return
+        # Size and time too: an inode number freed by a deletion meanwhile may be reused.
+        same = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+        earlier = self._linked.get(same)
         if earlier is None:
             self.files[name] = _copy(source, self.staging / name)
-            self._copied[same] = name
+            self._linked[same] = name
         else:
             _link(self.staging / earlier, self.staging / name)
             self.files[name] = self.files[earlier]
