@@ -11,12 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from defectlens.errors import DefectLensError
-from defectlens.inference.api.errors import Unauthenticated
+from defectlens.errors import DefectLensError, NotFound
+from defectlens.inference.api.errors import Forbidden, Unauthenticated, status_for
 from defectlens.inference.api.routers import review
 from defectlens.inference.api.session import ASSETS_PATH, wants_page
 from defectlens.inference.web import pages, signin
-from defectlens.inference.web.render import STATIC_DIR
+from defectlens.inference.web.render import STATIC_DIR, page
 
 
 def install_web(app: FastAPI) -> None:
@@ -37,4 +37,18 @@ def install_web(app: FastAPI) -> None:
         answer: Response = await response
         return answer
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        # A page the caller's role or stations may not open, or a part that is not there:
+        # a page that says so (in the page's language, with the API's sentence).
+        if wants_page(request.method, request.url.path, request.headers.get("accept", "")):
+            status = status_for(exc)
+            key = "error.forbidden" if status == 403 else "error.not_found"
+            return page(request, "error.html", key, status_code=status, detail=str(exc))
+        response = as_json(request, exc)
+        assert not isinstance(response, Response)
+        answer: Response = await response
+        return answer
+
     app.add_exception_handler(Unauthenticated, unauthenticated)
+    app.add_exception_handler(Forbidden, refused)
+    app.add_exception_handler(NotFound, refused)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from api_service import Service
+from fastapi.testclient import TestClient
 from test_signin import PAGE, sign_in
 
 from defectlens.inference.web.messages import CATALOGUE_DIR, LANGS, catalogue
@@ -75,3 +76,21 @@ def test_the_review_page_lists_the_queue(
     page = service.client.get("/review", headers=PAGE).text
     assert f'data-result="{ng["result_id"]}"' in page
     assert f"/v1/results/{ng['result_id']}/image" in page
+
+
+def test_a_page_the_role_may_not_open_or_a_missing_part_says_so_as_a_page(
+    service: Service,
+) -> None:
+    line = TestClient(service.client.app)
+    line.post("/signin", data={"key": service.keys["line"]}, follow_redirects=False)
+    refused = line.get("/review?lang=zh", headers=PAGE)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("text/html")
+    assert catalogue("zh")["error.forbidden"] in refused.text
+    assert "role &#39;line&#39; may not review parts" in refused.text
+    assert line.get("/v1/review").json()["detail"].startswith("role 'line' may not")  # API: JSON
+    sign_in(service, "qa")
+    missing = service.client.get("/review/01NOTAPART?lang=en", headers=PAGE)
+    assert missing.status_code == 404
+    assert "Not found" in missing.text and "result &#39;01NOTAPART&#39; not found" in missing.text
+    assert service.client.get("/v1/results/01NOTAPART").status_code == 404
