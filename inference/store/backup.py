@@ -269,8 +269,9 @@ class _Snapshot:
 
 
 def backup_workspace(settings: Settings, dest: Path) -> BackupManifest:
-    """Back up the workspace's database, the image files its image rows name and the model
-    folders under its models folder into the new folder `dest`.
+    """Back up the workspace's database, the image files its image rows name, the model
+    folders under its models folder, the label files its sample and region rows name and the
+    dataset version folders under its datasets folder into the new folder `dest`.
 
     Safe while the service runs and writes. Written into a hidden folder beside `dest` and
     renamed at the end, so an interrupted backup leaves nothing at `dest`. `InputError` if
@@ -292,13 +293,16 @@ def backup_workspace(settings: Settings, dest: Path) -> BackupManifest:
             file = POSTGRES_DUMP
             snapshot = _postgres_snapshot(url, pg_dump, staging / file)
             consistency = (
-                "pg_dump --snapshot; image and model rows read in that same REPEATABLE READ "
-                "snapshot"
+                "pg_dump --snapshot; image, model, label and dataset rows read in that same "
+                "REPEATABLE READ snapshot"
             )
         else:
             file = SQLITE_FILE
             snapshot = _sqlite_snapshot(_sqlite_file(url), staging / file)
-            consistency = "SQLite online backup; image and model rows read from the copy itself"
+            consistency = (
+                "SQLite online backup; image, model, label and dataset rows read from the copy "
+                "itself"
+            )
         database = DatabaseCopy(
             dialect="postgresql" if postgres else "sqlite",
             file=file,
