@@ -9,6 +9,11 @@ export function t(key, values = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
 }
 
+/** Whether the catalogue has `key` (for words the service sends, e.g. a job's stage). */
+export function has(key) {
+  return Object.hasOwn(catalogue, key);
+}
+
 /** Call an API route as the signed-in browser; resolves to the JSON answer, rejects with
  * the service's own `detail` sentence. */
 export async function api(method, url, body) {

@@ -1,5 +1,5 @@
 // Training jobs, live: the list and the chosen job's log are fetched again every 2 s.
-import { api, esc, notice, t } from "./app.js";
+import { api, esc, has, notice, t } from "./app.js";
 
 const form = document.getElementById("start-job");
 const body = document.querySelector("#jobs tbody");
@@ -24,7 +24,8 @@ function progress(job) {
   if (job.status === "queued") return esc(t("jobs.status.queued"));
   const percent = job.percent ?? (job.status === "succeeded" ? 100 : 0);
   const epoch = job.epoch != null ? ` · ${esc(t("jobs.epoch"))} ${job.epoch}` : "";
-  return `<progress max="100" value="${percent}"></progress> ${Math.round(percent)}% ${esc(job.stage || "")}${epoch}`;
+  const stage = job.stage && has(`jobs.stage.${job.stage}`) ? t(`jobs.stage.${job.stage}`) : job.stage || "";
+  return `<progress max="100" value="${percent}"></progress> ${Math.round(percent)}% ${esc(stage)}${epoch}`;
 }
 
 function metrics(job) {
