@@ -149,10 +149,17 @@ def run_training_job(settings: Settings, store: Store, job_id: int) -> TrainingJ
                 job.id, "failed", error=failure_of(outcome.code, list(progress.tail)), log_tail=tail
             )
         version_dir = Path(progress.tail[-1].strip()) if progress.tail else out
+        if not (version_dir.is_relative_to(out) and (version_dir / "model.json").is_file()):
+            return store.finish_job(
+                job.id,
+                "failed",
+                error="the training ended without naming the version folder it wrote (its "
+                "last line); see the log",
+                log_tail=tail,
+            )
         imported = import_model_dir(settings.models_dir, version_dir)
         version = register_model_dir(store, imported)
         card = ModelCard.read(imported / "model.json")
-        shutil.rmtree(out, ignore_errors=True)
         log.info("training job %d produced %s %s", job.id, version.name, version.version)
         return store.finish_job(
             job.id,
@@ -162,19 +169,21 @@ def run_training_job(settings: Settings, store: Store, job_id: int) -> TrainingJ
             log_tail=tail,
         )
     except DefectLensError as error:
-        shutil.rmtree(out, ignore_errors=True)
         return store.finish_job(
             job.id, "failed", error=str(error), log_tail="\n".join(progress.tail)
         )
     except Exception as error:
         log.exception("training job %d failed in the worker", job.id)
-        shutil.rmtree(out, ignore_errors=True)
         return store.finish_job(
             job.id,
             "failed",
             error=f"the worker failed: {type(error).__name__}: {error}",
             log_tail="\n".join(progress.tail),
         )
+    finally:
+        # the version, if any, is in the workspace's models now; a cancelled or failed
+        # training's leftovers go too
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @dataclass(frozen=True)
