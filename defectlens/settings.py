@@ -76,6 +76,16 @@ class Settings(BaseSettings):
         return self.home / "images"
 
     @property
+    def labels_dir(self) -> Path:
+        """The label store's files: imported images, templates, masks (by content)."""
+        return self.home / "labels"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Frozen dataset versions, `<name>/<version>/`."""
+        return self.home / "datasets"
+
+    @property
     def reports_dir(self) -> Path:
         return self.report_dir or self.home / "reports"
 

@@ -31,10 +31,6 @@ class Frozen:
     left_out: list[str]
 
 
-def datasets_dir(settings: Settings) -> Path:
-    return settings.home / "datasets"
-
-
 def check_dataset_name(name: str) -> str:
     """A dataset name usable as a folder name: letters, digits, `-`, `_`, `.`."""
     allowed = name and len(name) <= MAX_NAME and not name.startswith(".")
@@ -67,7 +63,7 @@ def freeze_dataset(
         ]
     found, left_out = sample_files(store, settings, chosen)
     frozen = write_version(
-        datasets_dir(settings),
+        settings.datasets_dir.resolve(),  # stored absolute: rows outlive the working folder
         name,
         [f.export for f in found],
         [f.sha256 for f in found],

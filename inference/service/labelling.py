@@ -43,7 +43,7 @@ class NothingImported(InputError):
 
 def label_files(settings: Settings) -> LabelFiles:
     """The label store's files of this workspace (`<home>/labels/`)."""
-    return LabelFiles(settings.home / "labels")
+    return LabelFiles(settings.labels_dir)
 
 
 def import_labels(

@@ -247,8 +247,8 @@ class _Folders:
         return cls(
             images=settings.images_dir.resolve(),
             models=settings.models_dir.resolve(),
-            labels=(settings.home / LABELS).resolve(),
-            datasets=(settings.home / DATASETS).resolve(),
+            labels=settings.labels_dir.resolve(),
+            datasets=settings.datasets_dir.resolve(),
         )
 
 

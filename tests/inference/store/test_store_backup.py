@@ -229,7 +229,9 @@ def test_a_backup_taken_while_parts_are_saved_restores_every_result_and_file(
     writer = threading.Thread(target=keep_saving)
     writer.start()
     try:
-        while saved[0] < 5:
+        # Past the second new mask (parts 1000 and 1005; brush(200) draws brush(0)'s mask
+        # again), so the copy holds more than one mask whenever the backup starts.
+        while saved[0] < 7:
             time.sleep(0.005)
         started = saved[0]
         status = main(["backup", str(tmp_path / "backup")])
