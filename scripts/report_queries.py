@@ -312,6 +312,7 @@ def run(db: Database, args: argparse.Namespace) -> list[Timing]:
         stored = int(session.scalar(select(func.count()).select_from(ResultRow)) or 0)
     if stored:  # a kept database (--sqlite-file, --postgresql URL): timed as it is
         print(f"{db.dialect}: {stored} results already stored; not seeding")
+        args.results = stored
     else:
         began = time.perf_counter()
         seed(db, args.results, args.days)
