@@ -32,6 +32,7 @@ LINE = "demo-line"
 
 def run_demo(home: Path | None = None) -> int:
     from defectlens.datasets.synthetic import generate_dataset
+    from defectlens.demo_detector import run_detector_demo
     from defectlens.demo_labels import run_labels_demo
     from defectlens.inference.engine import Engine
     from defectlens.inference.reports.demo_history import run_report_demo
@@ -79,6 +80,7 @@ def run_demo(home: Path | None = None) -> int:
     run_line_demo(workspace, version, samples)  # a camera station triggered by a Modbus PLC
     run_report_demo(workspace, version)  # weeks of history: the reports page, a PDF
     run_labels_demo(workspace, STATION)  # label stored NG parts, freeze a dataset version
+    run_detector_demo(workspace)  # the second family: a detector of defect classes (boards)
     print(f"model version: {version}")
     print(f"report:        {version / 'report' / 'index.html'}")
     show_review_queue(workspace)  # the QA pages on the parts just stored (demo_qa.py)
