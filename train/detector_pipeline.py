@@ -73,13 +73,13 @@ def plan(
             picked, kept = seeded_split(len(train), recipe.validation_fraction, recipe.seed)
             train, validation = [train[i] for i in kept], [train[i] for i in picked]
         return train, validation, [s for s in dataset.samples if s.split == "test"]
-    evaluation, rest = seeded_split(len(dataset.samples), recipe.evaluation_fraction, recipe.seed)
-    validation, fit = seeded_split(len(rest), recipe.validation_fraction, recipe.seed)
+    held_out, rest = seeded_split(len(dataset.samples), recipe.evaluation_fraction, recipe.seed)
+    validated, fit = seeded_split(len(rest), recipe.validation_fraction, recipe.seed)
     pick = dataset.samples
     return (
         [pick[rest[i]] for i in fit],
-        [pick[rest[i]] for i in validation],
-        [pick[i] for i in evaluation],
+        [pick[rest[i]] for i in validated],
+        [pick[i] for i in held_out],
     )
 
 
