@@ -19,7 +19,8 @@ from defectlens.datasets.labels.model import Annotation, Region
 from defectlens.datasets.labels.plan import ImportPlan
 from defectlens.errors import DataError, InputError
 
-DEEPPCB = Path("/work/shared/datasets/deeppcb")
+# The benchmark data sits beside the repository (`../shared`), read in place.
+DEEPPCB = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "deeppcb"
 
 
 def image(path: Path, width: int = 100, height: int = 80, value: int = 128) -> Path:

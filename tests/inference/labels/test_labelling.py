@@ -23,7 +23,8 @@ from defectlens.inference.store.labels import SampleFilter
 from defectlens.inference.store.tables import LabelRow, SampleRow
 from defectlens.settings import Settings
 
-DEEPPCB = Path("/work/shared/datasets/deeppcb")
+# The benchmark data sits beside the repository (`../shared`), read in place.
+DEEPPCB = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "deeppcb"
 
 
 def counts(db: Database) -> tuple[int, int]:
