@@ -116,6 +116,21 @@ def report(a: Side, b: Side) -> None:
         print(f"  each block of {BLOCK} pairs: " + " ".join(f"{d:+.2f}" for d in blocks))
 
 
+def send_in_turn(a: Side, b: Side, images: list[bytes], warmup: int, requests: int) -> None:
+    """Warm both sides (answers not kept), then send each part to both, in a shuffled order
+    per part, so both meet the machine in the same moments."""
+    for index in range(warmup):
+        a.post(images[index % len(images)])
+        b.post(images[index % len(images)])
+    for side in (a, b):
+        side.answers.clear()
+    order = random.Random(0)
+    for index in range(requests):
+        image = images[index % len(images)]
+        for side in order.sample([a, b], 2):
+            side.post(image)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", type=Path, required=True, help="model version folder of side A")
@@ -142,17 +157,7 @@ def main() -> int:
                 json.loads((folder / "model.json").read_text())["input"]["height"]
                 for folder in (args.a, args.b)
             )
-            images = part_images(args.images, size)
-            for index in range(args.warmup):
-                a.post(images[index % len(images)])
-                b.post(images[index % len(images)])
-            for side in sides:
-                side.answers.clear()
-            order = random.Random(0)
-            for index in range(args.requests):
-                image = images[index % len(images)]
-                for side in order.sample(sides, 2):
-                    side.post(image)
+            send_in_turn(a, b, part_images(args.images, size), args.warmup, args.requests)
         finally:
             for side in sides:
                 side.client.close()

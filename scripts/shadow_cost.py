@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from compare_serving import Side, report, start
+from compare_serving import Side, report, send_in_turn, start
 from load_test import STATION, part_images, stop, train_model
 
 from defectlens.inference.service.deployments import register_model_dir
@@ -112,17 +111,7 @@ def main() -> int:
             store, run_id = start_shadow_run(Path(tmp) / "B", model, station, args.sample)
             time.sleep(PICKUP_S)  # B picks the run up at its next poll
             size = json.loads((model / "model.json").read_text())["input"]["height"]
-            images = part_images(args.images, size)
-            for index in range(args.warmup):
-                a.post(images[index % len(images)])
-                b.post(images[index % len(images)])
-            for side in sides:
-                side.answers.clear()
-            order = random.Random(0)
-            for index in range(args.requests):
-                image = images[index % len(images)]
-                for side in order.sample(sides, 2):
-                    side.post(image)
+            send_in_turn(a, b, part_images(args.images, size), args.warmup, args.requests)
         finally:
             for side in sides:
                 side.client.close()
