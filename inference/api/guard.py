@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from defectlens.inference.api.auth import key_from_headers
@@ -30,6 +31,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/
 """Routes anyone may call: probes, figures and the API's own documentation (with its files
 under `ASSETS_PATH`)."""
 INSPECT_PATH = "/v1/inspect"
+ARCHIVE_PATH = "/v1/labels/import/upload"
+"""The labelled-folder zip upload: streamed to a temporary file, under its own limit."""
 MULTIPART_SLACK = 64 * 1024
 """Room for multipart boundaries and metadata fields on top of the image's byte limit."""
 
@@ -46,6 +49,8 @@ class RequestGuard:
     def body_limit(self, path: str) -> int:
         if path == INSPECT_PATH:
             return self.settings.max_upload_bytes + MULTIPART_SLACK
+        if path == ARCHIVE_PATH:
+            return self.settings.max_archive_bytes + MULTIPART_SLACK
         return self.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,6 +82,9 @@ class RequestGuard:
             return
         if path == INSPECT_PATH:  # the route streams its image and stops at its own limit
             await self.app(scope, receive, send)
+            return
+        if path == ARCHIVE_PATH:  # streamed to a temporary file as it arrives
+            await self.app(scope, _limited(receive, limit), send)
             return
         # FastAPI turns any error while it reads a body into a 400, so a body sent without
         # Content-Length (or longer than it said) is read here, within the small limit of
@@ -120,11 +128,29 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replaying
 
 
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that stops a body at `limit` bytes: the 413 is raised from the body's
+    reader, so the route never sees a truncated upload."""
+    size = 0
+
+    async def limited() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise HTTPException(413, too_large(size, limit))
+        return message
+
+    return limited
+
+
 def too_large(size: int, limit: int) -> str:
     """What a 413 says: the size, the limit and the setting that sets it."""
     return (
         f"request body of {size} bytes is over the limit of {limit} bytes for this route "
-        "(DEFECTLENS_MAX_UPLOAD_BYTES for images, DEFECTLENS_MAX_BODY_BYTES otherwise)"
+        "(DEFECTLENS_MAX_UPLOAD_BYTES for images, DEFECTLENS_MAX_ARCHIVE_BYTES for a label "
+        "zip, DEFECTLENS_MAX_BODY_BYTES otherwise)"
     )
 
 

@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from defectlens.errors import InputError, NotFound, TooLarge
 from defectlens.settings import Settings
@@ -27,15 +28,16 @@ def upload_folder(settings: Settings) -> Path:
 
 
 @contextmanager
-def unpacked(settings: Settings, data: bytes) -> Iterator[Path]:
-    """An uploaded zip unpacked into a temporary folder (removed afterwards). `InputError`
-    for a file that is no zip, a member with an absolute path, `..`, or a link, and
-    `TooLarge` for more than `UNPACK_RATIO` times the upload once unpacked."""
+def unpacked(settings: Settings, upload: BinaryIO) -> Iterator[Path]:
+    """An uploaded zip (a seekable file) unpacked into a temporary folder (removed
+    afterwards). `InputError` for a file that is no zip, a member with an absolute path,
+    `..`, or a link, and `TooLarge` for more than `UNPACK_RATIO` times the upload once
+    unpacked."""
     parent = upload_folder(settings)
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="upload-", dir=parent))
     try:
-        _unzip(data, folder)
+        _unzip(upload, folder)
         entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
         # A zip of one folder: the folder is the import's root.
         yield entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
@@ -43,11 +45,11 @@ def unpacked(settings: Settings, data: bytes) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _unzip(data: bytes, folder: Path) -> None:
-    import io
-
+def _unzip(upload: BinaryIO, folder: Path) -> None:
+    size = upload.seek(0, 2)
+    upload.seek(0)
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(upload)
     except zipfile.BadZipFile:
         raise InputError(
             "the upload is not a zip file; send the labelled folder as a .zip"
@@ -56,7 +58,7 @@ def _unzip(data: bytes, folder: Path) -> None:
         members = archive.infolist()
         if len(members) > MAX_MEMBERS:
             raise TooLarge(f"the zip holds {len(members)} files, at most {MAX_MEMBERS}")
-        budget = max(len(data), 1) * UNPACK_RATIO
+        budget = max(size, 1) * UNPACK_RATIO
         total = sum(member.file_size for member in members)
         if total > budget:
             raise TooLarge(

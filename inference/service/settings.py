@@ -46,7 +46,11 @@ class ServiceSettings(Settings):
     """Parts allowed to wait for an inspection thread; beyond them a part is answered 503
     with Retry-After at once, instead of queueing past the line's deadline."""
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    """Largest request body of every route other than inspect (413 before it is read)."""
+    """Largest request body of every route other than inspect and the label upload (413
+    before it is read)."""
+    max_archive_bytes: int = Field(default=2 * 1024**3, gt=0)
+    """Largest zip of a labelled folder uploaded to `POST /v1/labels/import/upload` (413);
+    streamed to a temporary file, never held in memory."""
     database_timeout_s: float = Field(default=5.0, gt=0)
     """Connect, statement and lock timeout of the database (SQLite: its busy timeout); below
     `request_timeout_s`, so a slow database answers 503 rather than holding a part."""

@@ -422,12 +422,11 @@ def import_upload(
     source: Annotated[str | None, Form(max_length=128)] = None,
     mask_values: Annotated[str | None, Form(max_length=4096, description="1=scratch,...")] = None,
 ) -> ImportOut:
-    """Import a labelled folder uploaded as a zip (within the body limit,
-    DEFECTLENS_MAX_BODY_BYTES; larger folders go in the workspace and `POST /v1/labels/import`)."""
+    """Import a labelled folder uploaded as a zip (up to DEFECTLENS_MAX_ARCHIVE_BYTES; the
+    upload goes to a temporary file as it arrives)."""
     _unscoped(caller, "import labels")
     values = parse_mask_values(mask_values) if mask_values else None
-    data = file.file.read()
-    with unpacked(service.settings, data) as root:
+    with unpacked(service.settings, file.file) as root:
         report = import_labels(
             service.store,
             service.settings,

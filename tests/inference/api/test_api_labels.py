@@ -322,3 +322,41 @@ def test_the_demo_labels_stored_ng_parts_and_freezes_them(
     assert "dataset version demo-parts" in out
     (version,) = service.store.dataset_versions()
     assert version.counts["images"] == min(verdicts.count("NG"), 6)
+
+
+def test_a_label_zip_has_its_own_limit_and_streams_to_disk(
+    make_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    # A labelled folder is far larger than a JSON body: the zip route takes up to
+    # DEFECTLENS_MAX_ARCHIVE_BYTES, and past it answers 413 whether or not the size was
+    # declared, with nothing imported.
+    noise = np.random.default_rng(0).integers(0, 256, 300_000, np.uint8).tobytes()
+    archive = zipped(coco_folder(tmp_path / "batch1", ok=3, ng=3), {"batch1/scan.raw": noise})
+    roomy = make_service(max_body_bytes=1_000, max_archive_bytes=len(archive) * 2)
+    imported = upload(roomy, archive, create_classes="true")
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["samples_added"] == 6
+
+    tight = make_service(max_body_bytes=1_000, max_archive_bytes=len(archive) // 4)
+    declared = upload(tight, archive, create_classes="true")
+    assert declared.status_code == 413
+    assert "DEFECTLENS_MAX_ARCHIVE_BYTES" in declared.json()["detail"]
+    body = io.BytesIO()
+    prepared = tight.client.build_request(
+        "POST",
+        "/v1/labels/import/upload",
+        files={"file": ("batch2.zip", archive, "application/zip")},
+        data={"format": "coco", "create_classes": "true", "source": "batch2"},
+        headers=tight.auth("qa"),
+    )
+    body.write(prepared.read())
+    streamed = tight.client.post(  # no Content-Length: counted as it arrives
+        "/v1/labels/import/upload",
+        content=(body.getvalue()[i : i + 256] for i in range(0, len(body.getvalue()), 256)),
+        headers={**tight.auth("qa"), "Content-Type": prepared.headers["Content-Type"]},
+    )
+    assert streamed.status_code == 413, streamed.text
+    samples = tight.client.get(
+        "/v1/labels/samples", params={"source": "batch2"}, headers=tight.auth("qa")
+    ).json()
+    assert samples["items"] == []

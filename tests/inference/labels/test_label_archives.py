@@ -52,7 +52,7 @@ def test_only_folders_inside_the_workspace(
 def test_a_zip_unpacks_in_its_folder_which_goes_afterwards(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     data = a_zip({"batch/images/a.png": b"png", "batch/labels.json": b"{}"})
-    with unpacked(settings, data) as root:
+    with unpacked(settings, io.BytesIO(data)) as root:
         assert root.name == "batch" and (root / "images" / "a.png").read_bytes() == b"png"
     assert list(upload_folder(settings).iterdir()) == []
 
@@ -71,7 +71,7 @@ def test_a_hostile_zip_is_refused_and_nothing_stays(
     tmp_path: Path, data: bytes, error: type[Exception], message: str
 ) -> None:
     settings = Settings(home=tmp_path / "home")
-    with pytest.raises(error, match=message), unpacked(settings, data):
+    with pytest.raises(error, match=message), unpacked(settings, io.BytesIO(data)):
         pass
     assert list(upload_folder(settings).iterdir()) == []
 
