@@ -122,11 +122,11 @@ TEXT: dict[str, dict[Lang, str]] = {
     "image": {"en": "Image", "zh": "图像"},
     "heatmap": {"en": "Heat map", "zh": "热力图"},
     "share_hint": {
-        "en": "This page's address, with the filters above, is a link to share. It opens only "
-        "with a reports key in the X-API-Key header: in a browser, through the plant's "
-        "reverse proxy that adds it (the key never goes in the address).",
-        "zh": "本页地址（含上方筛选条件）即可分享的链接。打开它需要在 X-API-Key 请求头中"
-        "提供报告密钥：浏览器请经由工厂添加该请求头的反向代理访问（密钥不放在地址中）。",
+        "en": "This page's address, with the filters above, is a link to share: it opens "
+        "for whoever signs in with a key that may read reports (the key never goes in the "
+        "address).",
+        "zh": "本页地址（含上方筛选条件）即可分享的链接：使用有报告读取权限的密钥登录后即可打开"
+        "（密钥不放在地址中）。",
     },
 }
 
@@ -553,7 +553,7 @@ def filter_form(
     request: ReportRequest, lang: Lang, action: str = "/reports", serial: str | None = None
 ) -> str:
     """The reports page's filters: a plain GET form, so a filtered page is a link to share,
-    and a hint that the link needs the key (a browser sends it through a reverse proxy)."""
+    and a hint that the link opens after signing in with a key that may read reports."""
 
     def field(name: str, label: str, value: object, kind: str = "text") -> str:
         shown = "" if value is None else html.escape(str(value))

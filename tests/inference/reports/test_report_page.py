@@ -60,7 +60,7 @@ def test_roles_filters_and_languages(client: tuple[TestClient, dict[str, str]]) 
     assert "不合格率 " in chinese.text and "基准期 " in chinese.text
     assert "in the baseline" not in chinese.text  # the trend sentence is translated too
     # The share hint says the link needs the key; the form never carries one.
-    assert "opens only with a reports key in the X-API-Key header" in page.text
+    assert "signs in with a key that may read reports" in page.text
     assert "X-API-Key 请求头" in chinese.text
     assert 'name="key"' not in page.text and "api_key" not in page.text
     data = http.get("/v1/reports", params={**WEEK, "station": "S1"}, headers=manager).json()
