@@ -61,7 +61,7 @@ def test_roles_filters_and_languages(client: tuple[TestClient, dict[str, str]]) 
     assert "in the baseline" not in chinese.text  # the trend sentence is translated too
     # The share hint says the link needs the key; the form never carries one.
     assert "signs in with a key that may read reports" in page.text
-    assert "X-API-Key 请求头" in chinese.text
+    assert "有报告读取权限的密钥登录" in chinese.text
     assert 'name="key"' not in page.text and "api_key" not in page.text
     data = http.get("/v1/reports", params={**WEEK, "station": "S1"}, headers=manager).json()
     assert data["tables"]["summary"][0]["parts"] == 7 * 12 * 4
