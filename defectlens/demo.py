@@ -45,23 +45,23 @@ def run_demo(home: Path | None = None) -> int:
     if data.exists():
         shutil.rmtree(data)
     data.parent.mkdir(parents=True, exist_ok=True)
-    print(f"1/5 generating synthetic parts in {data}")
+    print(f"1/9 generating synthetic parts in {data}")
     generate_dataset(data, train_good=80, test_good=30, test_defect_per_kind=8, seed=7)
 
     recipe_file = resources.files("defectlens.configs") / "anomaly.yaml"
     with resources.as_file(recipe_file) as path:
         recipe = load_recipe(Path(path)).model_copy(update={"name": "demo-parts"})
-    print("2/5 training (features, coreset, calibration, ONNX export, parity, evaluation)")
+    print("2/9 training (features, coreset, calibration, ONNX export, parity, evaluation)")
     version = train_model(recipe, data, settings.models_dir)
     card = json.loads((version / "model.json").read_text())
     metrics = card["metrics"]
 
-    print("3/5 held-out evaluation of the exported ONNX model")
+    print("3/9 held-out evaluation of the exported ONNX model")
     for key in ("image_auroc", "pixel_auroc", "aupro", "escape_rate", "false_reject_rate"):
         value = metrics.get(key)
         print(f"    {key:<18} {value:.3f}" if isinstance(value, float) else f"    {key:<18} -")
 
-    print("4/5 inspecting test parts with ONNX Runtime")
+    print("4/9 inspecting test parts with ONNX Runtime")
     engine = Engine(version, threads=settings.threads)
     verdicts: dict[str, int] = {"OK": 0, "NG": 0}
     correct = 0
@@ -75,12 +75,16 @@ def run_demo(home: Path | None = None) -> int:
         f"{correct} verdicts match the ground truth"
     )
 
-    print(f"5/5 the inspection service: station {STATION}, every test part via POST /v1/inspect")
+    print(f"5/9 the inspection service: station {STATION}, every test part via POST /v1/inspect")
     inspect_through_service(workspace, version, samples)
-    run_line_demo(workspace, version, samples)  # a camera station triggered by a Modbus PLC
-    run_report_demo(workspace, version)  # weeks of history: the reports page, a PDF
-    run_labels_demo(workspace, STATION)  # label stored NG parts, freeze a dataset version
-    run_detector_demo(workspace)  # the second family: a detector of defect classes (boards)
+    print("6/9 the line: a camera station triggered by a PLC over Modbus TCP")
+    run_line_demo(workspace, version, samples)
+    print("7/9 reports: three weeks of history, the reports page, a PDF")
+    run_report_demo(workspace, version)
+    print("8/9 QA labels: the stored NG parts labelled, a dataset version frozen")
+    run_labels_demo(workspace, STATION)
+    print("9/9 the detector: defect classes on boards, trained from labelled boxes")
+    run_detector_demo(workspace)
     print(f"model version: {version}")
     print(f"report:        {version / 'report' / 'index.html'}")
     show_review_queue(workspace)  # the QA pages on the parts just stored (demo_qa.py)

@@ -26,7 +26,7 @@ def run_detector_demo(home: Path) -> Path:
     if data.exists():
         shutil.rmtree(data)
     annotations = write_pcb_dataset(data, 48, size=128, seed=5)
-    print(f"detector: boards with labelled defects in {data}; training (under a minute)")
+    print(f"    boards with labelled defects in {data}; training (under a minute)")
     recipe = DetectorRecipe.model_validate(
         {
             "name": "demo-boards",

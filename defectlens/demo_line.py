@@ -62,7 +62,7 @@ def run_line_demo(home: Path, version: Path, samples: list[Path]) -> None:
         home=home, host="127.0.0.1", port=_free_port(), stations_file=stations
     )
     print(
-        f"    the line: station {LINE_STATION} ({stations.relative_to(home)}), a simulated "
+        f"    station {LINE_STATION} ({stations.relative_to(home)}), a simulated "
         f"camera\n    triggered over Modbus TCP (127.0.0.1:{port}) by a PLC, a pymodbus client"
     )
     with _running_service(settings), ModbusTcpClient("127.0.0.1", port=port) as client:

@@ -228,7 +228,7 @@ def run_report_demo(home: Path, version: Path) -> Report:
     finally:
         db.close()
     print(
-        f"reports: {history.results:,} results of {history.first} to {history.last} "
+        f"    {history.results:,} results of {history.first} to {history.last} "
         f"(model update on {history.update}); {trend_sentence(report.trend)}"
     )
     print(f"    PDF report:  {folder / 'report.pdf'}")
