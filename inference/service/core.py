@@ -148,11 +148,12 @@ class InspectionService:
         queued = submit_with_context(
             self.threads, inspect_part, self, data, metadata, overlay, attempt
         )
-        answer = asyncio.wrap_future(queued)
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), timeout)
+            async with asyncio.timeout(timeout):
+                # Cancelled at the timeout, the wrapper cancels `queued` if it is still
+                # waiting for a thread: it never starts.
+                return await asyncio.wrap_future(queued)
         except TimeoutError:
-            queued.cancel()  # still waiting for a thread: it never starts
             if attempt.abandon():
                 raise InspectionTimeout(
                     f"inspection took longer than {timeout:g} s (DEFECTLENS_REQUEST_TIMEOUT_S);"
@@ -160,7 +161,7 @@ class InspectionService:
                 ) from None
             # The result is being stored: its outcome (bounded by the database timeout)
             # is the answer, so a stored part is never answered as lost.
-            return await answer
+            return await asyncio.wrap_future(queued)
 
     @contextmanager
     def part_in_progress(self) -> Iterator[None]:
