@@ -38,7 +38,8 @@ class Caller:
 
     role: Role
     name: str
-    """The key's name (or `auth-disabled`), recorded as the actor in the audit log."""
+    """`key:<id>` of the caller's key (or `auth-disabled`), recorded as the actor in the
+    audit log: unique and kept after the key is revoked, where key names may repeat."""
     key_id: int | None = None
     stations: tuple[str, ...] | None = None
     """The stations the key is limited to; None: every station."""
