@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,6 @@ from defectlens.modelcard import (
     InputSpec,
     ModelCard,
     OutputSpec,
-    file_sha256,
 )
 from defectlens.models.detector import DefectDetector
 from defectlens.train.detector_evaluate import evaluate_detector
@@ -39,7 +36,7 @@ from defectlens.train.detector_export import check_detector_parity, export_detec
 from defectlens.train.detector_fit import Pair, detect, fit_detector, load_pair
 from defectlens.train.detector_metrics import Detections, best_f1_thresholds
 from defectlens.train.detector_recipe import DetectorRecipe
-from defectlens.train.pipeline import software_versions
+from defectlens.train.pipeline import software_versions, staged_version
 from defectlens.train.report import write_report
 
 log = logging.getLogger(__name__)
@@ -151,8 +148,8 @@ def train_detector(
         + ", ".join(f"{c} {t:.2f}" for c, t in zip(dataset.classes, thresholds, strict=True))
     )
 
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
-    try:
+    with staged_version(parent) as staged:
+        staging = staged.folder
         say("exporting to ONNX and checking it against PyTorch")
         onnx_path = staging / "model.onnx"
         export_detector(network, onnx_path, hw)
@@ -166,9 +163,7 @@ def train_detector(
         golden = fixed_reference(dataset.samples) if reference else None
         if golden is not None:
             shutil.copyfile(golden, staging / REFERENCE_FILE)
-        digest = file_sha256(onnx_path)
-        created = datetime.now(UTC).replace(microsecond=0)
-        version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:6]}"
+        version, created, digest = staged.name(onnx_path)
         k = recipe.top_k
         card = ModelCard(
             name=recipe.name,
@@ -230,13 +225,7 @@ def train_detector(
         metrics = _evaluate_into(staging, card, evaluation, training)
         card = card.model_copy(update={"metrics": metrics})
         card.write(staging / "model.json")
-        final = parent / version
-        if final.exists():
-            raise RecipeError(f"{final}: a model version of that name already exists")
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    final = staged.folder
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("trained %s in %.1f s", final, time.perf_counter() - started)
     return final

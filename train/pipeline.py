@@ -11,7 +11,8 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +111,43 @@ def software_versions() -> dict[str, str]:
     }
 
 
+class StagedVersion:
+    """A model version being written: its files go in `folder` (hidden, beside the
+    versions), and `name(onnx_path)` gives the version its name from the graph's hash."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.version: str | None = None
+
+    def name(self, onnx_path: Path) -> tuple[str, datetime, str]:
+        """(version, created, sha256): `<UTC time>-<first 6 hex of the graph's sha256>`."""
+        digest = file_sha256(onnx_path)
+        created = datetime.now(UTC).replace(microsecond=0)
+        self.version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:6]}"
+        return self.version, created, digest
+
+
+@contextmanager
+def staged_version(parent: Path) -> Iterator[StagedVersion]:
+    """A version folder written in a staging folder under `parent` and renamed to
+    `parent/<version>` when the block ends, so a version appears whole or not at all: any
+    error (or an interrupt) removes the staging folder. `RecipeError` if the name is taken."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staged = StagedVersion(Path(tempfile.mkdtemp(prefix=".staging-", dir=parent)))
+    try:
+        yield staged
+        if staged.version is None:
+            raise RuntimeError("a staged model version was never named")
+        final = parent / staged.version
+        if final.exists():
+            raise RecipeError(f"{final}: a model version of that name already exists")
+        staged.folder.rename(final)
+        staged.folder = final
+    except BaseException:
+        shutil.rmtree(staged.folder, ignore_errors=True)
+        raise
+
+
 def train_model(
     recipe: Recipe,
     data: Path | None,
@@ -166,10 +204,8 @@ def train_model(
         thresholds.normalise(raw[good], calibration.raw_threshold, calibration.scale)
     )
 
-    destination_parent = Path(out) / recipe.name
-    destination_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=destination_parent))
-    try:
+    with staged_version(Path(out) / recipe.name) as staged:
+        staging = staged.folder
         say("exporting to ONNX and checking it against PyTorch")
         onnx_path = staging / "model.onnx"
         export_onnx(network, onnx_path, spec.channels)
@@ -180,9 +216,7 @@ def train_model(
             if len(calibration_images)
             else fit_images[:PARITY_IMAGES],
         )
-        digest = file_sha256(onnx_path)
-        created = datetime.now(UTC).replace(microsecond=0)
-        version = f"{created:%Y%m%dT%H%M%SZ}-{digest[:6]}"
+        version, created, digest = staged.name(onnx_path)
         card = ModelCard(
             name=recipe.name,
             version=version,
@@ -223,13 +257,7 @@ def train_model(
         report_metrics["good_score_quantiles"] = good_quantiles
         card = card.model_copy(update={"metrics": report_metrics})
         card.write(staging / "model.json")
-        final = destination_parent / version
-        if final.exists():
-            raise RecipeError(f"{final}: a model version of that name already exists")
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    final = staged.folder
     log.info("trained %s in %.1f s", final, time.perf_counter() - started)
     return final
 
