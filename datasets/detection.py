@@ -2,10 +2,8 @@
 (a defect-free template of the same part), read from one of two layouts.
 
 **DeepPCB** (a folder holding `trainval.txt` or `test.txt`, or one of those list files
-itself): each list line is
-`<image> <annotation>`; the tested image is `<stem>_test.png` beside the listed name, its
-template `<stem>_temp.png`; the annotation file has one box a line, `x1,y1,x2,y2,type`
-(commas or spaces), type 1..6 = open, short, mousebite, spur, copper, pin-hole.
+itself; the layout is described in `datasets/deeppcb.py`): the tested board, its template as
+the reference, and its boxes of classes open, short, mousebite, spur, copper, pin-hole.
 
 **COCO** (a `.json` file; what the label store's dataset export writes). Fields read:
 
@@ -24,7 +22,6 @@ Images without annotations are defect-free examples. Box coordinates are
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,10 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from defectlens.datasets import deeppcb
 from defectlens.errors import DataError
-
-DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
-DEEPPCB_LISTS = ("trainval.txt", "test.txt")
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ def is_detection_data(path: Path) -> bool:
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in (".json", ".txt")
-    return any((path / name).is_file() for name in DEEPPCB_LISTS)
+    return any((path / name).is_file() for name in deeppcb.LISTS)
 
 
 def open_detection_dataset(path: Path) -> DetectionDataset:
@@ -97,7 +92,7 @@ def open_detection_dataset(path: Path) -> DetectionDataset:
     if path.is_file() and path.suffix.lower() == ".txt":
         return read_deeppcb(path.parent, path.name)
     if path.is_dir():
-        for name in DEEPPCB_LISTS:
+        for name in deeppcb.LISTS:
             if (path / name).is_file():
                 return read_deeppcb(path, name)
     raise DataError(
@@ -112,20 +107,19 @@ def read_deeppcb(root: Path, list_name: str = "trainval.txt") -> DetectionDatase
     for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise DataError(f"{listing}:{number}: expected '<image> <annotation>', got {line!r}")
-        listed = root / parts[0]
-        image = listed.with_name(f"{listed.stem}_test{listed.suffix}")
-        reference = listed.with_name(f"{listed.stem}_temp{listed.suffix}")
+        try:
+            listed, annotation = deeppcb.list_entry(line)
+        except ValueError as error:
+            raise DataError(f"{listing}:{number}: {error}") from None
+        image, reference = deeppcb.board_files(root, listed)
         for needed in (image, reference):
             if not needed.is_file():
                 raise DataError(f"{listing}:{number}: {needed} not found")
-        boxes, labels = _deeppcb_boxes(root / parts[1])
+        boxes, labels = _deeppcb_boxes(root / annotation)
         samples.append(DetectionSample(image, reference, boxes, labels))
     if not samples:
         raise DataError(f"{listing}: lists no images")
-    return DetectionDataset(root, "deeppcb", DEEPPCB_CLASSES, samples)
+    return DetectionDataset(root, "deeppcb", deeppcb.CLASSES, samples)
 
 
 def _deeppcb_boxes(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -136,20 +130,12 @@ def _deeppcb_boxes(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        fields = re.split(r"[,\s]+", line.strip())
         try:
-            x0, y0, x1, y1, kind = (int(float(value)) for value in fields)
-        except ValueError:
-            raise DataError(
-                f"{path}:{number}: expected 'x1,y1,x2,y2,type' (five numbers), got {line!r}"
-            ) from None
-        if not 1 <= kind <= len(DEEPPCB_CLASSES) or x1 <= x0 or y1 <= y0:
-            raise DataError(
-                f"{path}:{number}: type must be 1..{len(DEEPPCB_CLASSES)} and x2>x1, y2>y1; "
-                f"got {line!r}"
-            )
-        boxes.append((x0, y0, x1, y1))
-        labels.append(kind - 1)
+            box, kind = deeppcb.defect(line)
+        except ValueError as error:
+            raise DataError(f"{path}:{number}: {error}") from None
+        boxes.append(box)
+        labels.append(kind)
     return _arrays(boxes, labels)
 
 

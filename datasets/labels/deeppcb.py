@@ -1,33 +1,23 @@
-"""DeepPCB's layout, read into the label store (the aligned-inspection data a PCB plant has).
-
-    root/trainval.txt, root/test.txt     lines `<group>/<n>/<id>.jpg <group>/<n>_not/<id>.txt`
-    <group>/<n>/<id>_test.<ext>          the tested board
-    <group>/<n>/<id>_temp.<ext>          its defect-free template: the sample's reference
-    <group>/<n>_not/<id>.txt             one defect a line: x1 y1 x2 y2 type (commas or
-                                         spaces), type 1..6 = open, short, mousebite, spur,
-                                         copper, pin-hole
-
-The listed extension is not always the file's: the reader takes the listed one, else
-whichever accepted image suffix exists. Boards in test.txt get the split hint `test`.
+"""DeepPCB's layout (`datasets/deeppcb.py`), read into the label store: the aligned-inspection
+data a PCB plant has. Each board's template is the sample's reference; boards in test.txt get
+the split hint `test`; a line that cannot be read is skipped with its reason.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from defectlens.datasets import deeppcb
 from defectlens.datasets.labels.model import Annotation, Region, Split
 from defectlens.datasets.labels.plan import ImportPlan
-from defectlens.datasets.layout import IMAGE_SUFFIXES
 from defectlens.errors import DataError
 
-DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
-LISTS: dict[str, Split | None] = {"trainval.txt": None, "test.txt": "test"}
+SPLITS: dict[str, Split | None] = {"trainval.txt": None, "test.txt": "test"}
 
 
 def read_deeppcb(root: Path) -> ImportPlan:
     """The import plan of a DeepPCB folder; `DataError` if it has neither list."""
-    lists = [(root / name, split) for name, split in LISTS.items() if (root / name).is_file()]
+    lists = [(root / name, SPLITS[name]) for name in deeppcb.LISTS if (root / name).is_file()]
     if not lists:
         raise DataError(f"{root}: expected trainval.txt or test.txt (DeepPCB layout)")
     plan = ImportPlan("deeppcb", root)
@@ -36,14 +26,13 @@ def read_deeppcb(root: Path) -> ImportPlan:
             if not line.strip():
                 continue
             where = f"{listing.name}:{number}"
-            parts = line.split()
-            if len(parts) != 2:
-                plan.skip(listing.name, str(number), "malformed", f"expected 2 paths: {line!r}")
+            try:
+                listed, annotation_file = deeppcb.list_entry(line)
+            except ValueError as error:
+                plan.skip(listing.name, str(number), "malformed", str(error))
                 continue
-            listed = root / parts[0]
-            image = _existing(listed.with_name(f"{listed.stem}_test{listed.suffix}"))
-            reference = _existing(listed.with_name(f"{listed.stem}_temp{listed.suffix}"))
-            regions = _defects(plan, root / parts[1], where)
+            image, reference = deeppcb.board_files(root, listed)
+            regions = _defects(plan, root / annotation_file, where)
             if regions is None:
                 continue
             annotation = Annotation("NG" if regions else "OK", tuple(regions))
@@ -61,27 +50,13 @@ def _defects(plan: ImportPlan, path: Path, where: str) -> list[Region] | None:
         if not line.strip():
             continue
         name = f"{path.relative_to(plan.root)}:{number}"
-        fields = re.split(r"[,\s]+", line.strip())
         try:
-            x0, y0, x1, y1 = (float(v) for v in fields[:4])
-            kind = int(fields[4])
-            if len(fields) != 5:
-                raise ValueError
-        except (ValueError, IndexError):
-            plan.skip(name, "", "malformed", f"expected 'x1 y1 x2 y2 type', got {line!r}")
+            box, kind = deeppcb.defect(line)
+        except deeppcb.UnknownType as error:
+            plan.skip(name, "", "unknown class", str(error))
             return None
-        if not 1 <= kind <= len(DEEPPCB_CLASSES):
-            plan.skip(name, "", "unknown class", f"type {kind} is not 1..{len(DEEPPCB_CLASSES)}")
+        except ValueError as error:
+            plan.skip(name, "", "malformed", str(error))
             return None
-        regions.append(Region(DEEPPCB_CLASSES[kind - 1], (x0, y0, x1, y1)))
+        regions.append(Region(deeppcb.CLASSES[kind], box))
     return regions
-
-
-def _existing(path: Path) -> Path:
-    if path.is_file():
-        return path
-    for suffix in sorted(IMAGE_SUFFIXES):
-        other = path.with_suffix(suffix)
-        if other.is_file():
-            return other
-    return path

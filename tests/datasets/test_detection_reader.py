@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from defectlens.datasets.deeppcb import CLASSES as DEEPPCB_CLASSES
 from defectlens.datasets.detection import (
-    DEEPPCB_CLASSES,
     is_detection_data,
     open_detection_dataset,
     seeded_split,
@@ -53,8 +53,8 @@ def test_deeppcb_layout(tmp_path: Path) -> None:
     ("annotation", "message"),
     [
         ("10,20,40\n", r"1000.txt:1: expected 'x1,y1,x2,y2,type'"),
-        ("10,20,40,50,7\n", r"1000.txt:1: type must be 1..6"),
-        ("\n40,20,10,50,1\n", r"1000.txt:2: type must be 1..6 and x2>x1"),
+        ("10,20,40,50,7\n", r"1000.txt:1: type 7 is not 1..6"),
+        ("\n40,20,10,50,1\n", r"1000.txt:2: the box needs x2 > x1 and y2 > y1"),
     ],
 )
 def test_bad_deeppcb_lines_are_named(tmp_path: Path, annotation: str, message: str) -> None:

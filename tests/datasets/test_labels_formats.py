@@ -264,6 +264,26 @@ def test_deeppcb_boards_with_their_templates(tmp_path: Path) -> None:
     assert reasons(plan) == [("test.txt", "malformed")]
 
 
+def test_deeppcb_lines_that_cannot_be_read_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    annotations = {1: "10,20,40,50,2", 2: "10 20 40 50 9", 3: "40,20,10,50,1", 4: "10,20,40"}
+    for n, annotation in annotations.items():
+        image(tmp_path / "g" / "0" / f"{n}_test.jpg", value=n)  # listed as .png
+        image(tmp_path / "g" / "0" / f"{n}_temp.jpg", value=n + 10)
+        (tmp_path / "g" / "0_not").mkdir(exist_ok=True)
+        (tmp_path / "g" / "0_not" / f"{n}.txt").write_text(annotation + "\n")
+    (tmp_path / "trainval.txt").write_text(
+        "".join(f"g/0/{n}.png g/0_not/{n}.txt\n" for n in annotations)
+    )
+    plan = read_deeppcb(tmp_path)
+    assert [item.image.name for item in plan.items] == ["1_test.jpg"]
+    assert plan.items[0].annotation.regions == (Region("short", (10, 20, 40, 50)),)
+    assert reasons(plan) == [
+        ("g/0_not/2.txt:1", "unknown class"),
+        ("g/0_not/3.txt:1", "malformed"),
+        ("g/0_not/4.txt:1", "malformed"),
+    ]
+
+
 def export_samples(tmp_path: Path) -> list[ExportSample]:
     a = image(tmp_path / "src" / "a.png", value=1)
     b = image(tmp_path / "src" / "b.png", value=2)
