@@ -214,11 +214,13 @@ def audit_page(
     )
     form = {k: request.query_params.get(k, "") for k in ("actor", "action", "since", "until")}
     kept = urlencode([(k, v) for k, v in form.items() if v])
+    key_names = {f"key:{key.id}": key.name for key in service.store.list_keys()}
     return page(
         request,
         "audit.html",
         "audit.title",
         entries=entries,
+        key_names=key_names,
         form=form,
         more=f"{kept}&before_id={entries[-1].id}" if len(entries) == AUDIT_PAGE else None,
     )

@@ -67,6 +67,23 @@ def test_every_page_renders_in_each_language(
     assert words["review.title"] in service.client.get("/review", headers=PAGE).text
 
 
+def test_the_audit_page_names_each_actor_key(service: Service) -> None:
+    second = service.model_dirs[1]
+    promoted = service.client.post(
+        "/v1/stations/s1/promote", json={"model_dir": str(second)}, headers=service.auth("qa")
+    )
+    assert promoted.status_code == 200, promoted.text
+    entries = service.client.get("/v1/audit", headers=service.auth("admin")).json()
+    actor = entries[0]["actor"]
+    assert actor.startswith("key:")
+    sign_in(service, "qa")
+    row = re.search(
+        rf"<td>{actor} <span class=\"hint\">\((.*?)\)</span></td>",
+        service.client.get("/audit", headers=PAGE).text,
+    )
+    assert row and row.group(1) == "test-qa"
+
+
 def test_the_review_page_lists_the_queue(
     service: Service, part_images: dict[str, list[Path]]
 ) -> None:

@@ -322,6 +322,7 @@ def test_the_qa_loop_in_a_real_browser(
         actions = ("promote", "rollback", "shadow.start", "job.start", "job.cancel", "compare")
         for action in actions:
             assert action in audit, action
+        assert "(e2e-qa)" in audit  # the actor's key by its name
         shot("audit-en")
         page.goto(f"{running.url}/audit?lang=zh")
         shot("audit-zh")
