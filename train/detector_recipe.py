@@ -85,6 +85,14 @@ class DetectorRecipe(_Section):
     def _square_from_int(cls, value: object) -> object:
         return (value, value) if isinstance(value, int) else value
 
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_from_bool(cls, value: object) -> object:
+        # YAML reads an unquoted `yes` or `no` as a boolean.
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return value
+
     @field_validator("image_size")
     @classmethod
     def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:

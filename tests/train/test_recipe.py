@@ -11,6 +11,7 @@ import yaml
 
 from defectlens.cli import main
 from defectlens.errors import InputError, RecipeError
+from defectlens.train.detector_recipe import DetectorRecipe
 from defectlens.train.recipe import (
     init_workspace,
     load_any_recipe,
@@ -200,3 +201,16 @@ def test_init_refuses_a_folder_that_holds_anything(
     with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
         init_workspace(tmp_path / "new", "nope")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(("written", "read"), [("no", "no"), ("yes", "yes"), ("'no'", "no")])
+def test_a_detector_recipe_takes_yes_and_no_as_written(
+    tmp_path: Path, written: str, read: str
+) -> None:
+    # Unquoted, YAML reads them as booleans; the recipe's comment says `auto | yes | no`.
+    shipped = SHIPPED.joinpath("deeppcb.yaml").read_text(encoding="utf-8")
+    text = shipped.replace("reference: auto ", f"reference: {written} ", 1)
+    assert f"reference: {written} " in text
+    (tmp_path / "boards.yaml").write_text(text)
+    recipe = load_any_recipe(tmp_path / "boards.yaml")
+    assert isinstance(recipe, DetectorRecipe) and recipe.reference == read
