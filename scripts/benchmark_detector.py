@@ -111,10 +111,12 @@ def run_ours(recipe: DetectorRecipe, data: Path, out: Path, threads: int) -> dic
     _, _, evaluation = plan(open_detection_dataset(data), recipe)
     first = evaluation[0]
     graph_feeds = {"image": np.zeros((1, *recipe.image_size, 1), np.uint8)}
-    if card.data.get("reference") != "none":
+    with_template = card.data.get("reference") != "none"
+    if with_template:
         graph_feeds["reference"] = graph_feeds["image"]
     return {
-        "name": "defectlens detector (CenterNet-style, template input)",
+        "name": "defectlens detector (CenterNet-style"
+        + (", template input)" if with_template else ", no template)"),
         "version": str(version),
         "map50": metrics["map50"],
         "map50_95": metrics["map50_95"],
@@ -127,7 +129,8 @@ def run_ours(recipe: DetectorRecipe, data: Path, out: Path, threads: int) -> dic
         "train_wall_minutes": round(wall / 60, 2),
         "train_cpu_minutes_per_thread": round(cpu / threads / 60, 2),
         "epochs": metrics["training"]["epochs"],
-        "input": f"{recipe.image_size[1]}x{recipe.image_size[0]} (part + template)",
+        "input": f"{recipe.image_size[1]}x{recipe.image_size[0]} "
+        + ("(part + template)" if with_template else "(part only)"),
         "onnx_graph_ms": onnx_latency_ms(version / "model.onnx", graph_feeds, threads),
         "engine_ms_per_640_image": engine_latency_ms(version, first, threads),
     }
