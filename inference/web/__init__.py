@@ -28,27 +28,31 @@ def install_web(app: FastAPI) -> None:
     app.include_router(review.router)
     as_json = app.exception_handlers[DefectLensError]
 
-    async def unauthenticated(request: Request, exc: Exception) -> Response:
-        if wants_page(request.method, request.url.path, request.headers.get("accept", "")):
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+    async def as_api(request: Request, exc: Exception) -> Response:
         response = as_json(request, exc)
         assert not isinstance(response, Response)  # errors.py's handlers are coroutines
         answer: Response = await response
         return answer
 
+    async def unauthenticated(request: Request, exc: Exception) -> Response:
+        if not _is_page(request):
+            return await as_api(request, exc)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
     async def refused(request: Request, exc: Exception) -> Response:
         # A page the caller's role or stations may not open, or a part that is not there:
         # a page that says so (in the page's language, with the API's sentence).
-        if wants_page(request.method, request.url.path, request.headers.get("accept", "")):
-            status = status_for(exc)
-            key = "error.forbidden" if status == 403 else "error.not_found"
-            return page(request, "error.html", key, status_code=status, detail=str(exc))
-        response = as_json(request, exc)
-        assert not isinstance(response, Response)
-        answer: Response = await response
-        return answer
+        if not _is_page(request):
+            return await as_api(request, exc)
+        status = status_for(exc)
+        key = "error.forbidden" if status == 403 else "error.not_found"
+        return page(request, "error.html", key, status_code=status, detail=str(exc))
 
     app.add_exception_handler(Unauthenticated, unauthenticated)
     app.add_exception_handler(Forbidden, refused)
     app.add_exception_handler(NotFound, refused)
+
+
+def _is_page(request: Request) -> bool:
+    return wants_page(request.method, request.url.path, request.headers.get("accept", ""))
