@@ -13,6 +13,11 @@ from pathlib import Path
 from defectlens.errors import DataError, NotFound
 
 
+def mask_file(digest: str) -> str:
+    """A region mask's path under the label store's folder, by its sha256."""
+    return f"masks/{digest}.png"
+
+
 class LabelFiles:
     """The files of one label store; paths given and returned are relative to `root`."""
 
@@ -31,13 +36,13 @@ class LabelFiles:
         return digest, relative
 
     def add_mask(self, digest: str, png: bytes) -> str:
-        relative = f"masks/{digest}.png"
+        relative = mask_file(digest)
         self._write(relative, png)
         return relative
 
     def mask(self, digest: str) -> bytes:
         """A region's mask PNG by its sha256; `NotFound` if the file is gone."""
-        path = self.root / "masks" / f"{digest}.png"
+        path = self.root / mask_file(digest)
         try:
             return path.read_bytes()
         except OSError:

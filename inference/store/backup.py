@@ -32,6 +32,7 @@ from sqlalchemy.engine import URL
 from tqdm import tqdm
 
 from defectlens import __version__
+from defectlens.datasets.labels.files import mask_file
 from defectlens.errors import DefectLensError, InputError
 from defectlens.inference.store.connect import parse_url, safe_url
 from defectlens.inference.store.database import open_database
@@ -405,7 +406,7 @@ def _read_snapshot(connection: Connection, where: str) -> _Snapshot:
         .where(LabelRegionRow.mask_sha256.is_not(None))
         .order_by(LabelRegionRow.id)
     )
-    label_files += [("mask", int(row.id), _mask_file(str(row.mask_sha256))) for row in masks]
+    label_files += [("mask", int(row.id), mask_file(str(row.mask_sha256))) for row in masks]
     datasets = connection.execute(
         select(DatasetVersionRow.id, DatasetVersionRow.path).order_by(DatasetVersionRow.id)
     )
@@ -415,11 +416,6 @@ def _read_snapshot(connection: Connection, where: str) -> _Snapshot:
         label_files=label_files,
         datasets=[(str(row.id), str(row.path)) for row in datasets],
     )
-
-
-def _mask_file(digest: str) -> str:
-    """A region mask's file under `labels/` (the layout of `datasets/labels/files.py`)."""
-    return f"masks/{digest}.png"
 
 
 def _copy_files(
